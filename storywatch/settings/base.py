@@ -1,0 +1,66 @@
+"""Building blocks shared by every settings section: frozen models and secret references."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+
+
+class Section(BaseModel):
+    """A frozen settings section that rejects unknown keys (a typo is an error, not a no-op)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Secret(SecretStr):
+    """A secret given in YAML as ``{env: NAME}`` or ``{file: PATH}``, never as a literal.
+
+    Committed config files must not hold passwords or webhook URLs; the value is read
+    from the environment (or a secrets file such as a Docker secret) when the config is
+    loaded, and prints as ``**********``.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        def resolve(value: Any) -> Secret:
+            if isinstance(value, Secret):
+                return value
+            if isinstance(value, str):
+                raise ValueError(
+                    "secrets must not be written in a config file; "
+                    "give {env: VARIABLE_NAME} or {file: /path/to/secret} instead"
+                )
+            if not isinstance(value, dict) or len(value) != 1 or not ({"env", "file"} & value.keys()):
+                raise ValueError("expected {env: VARIABLE_NAME} or {file: /path/to/secret}")
+            if "env" in value:
+                name = str(value["env"])
+                if name not in os.environ:
+                    raise ValueError(f"environment variable {name} is not set")
+                return cls(os.environ[name])
+            path = Path(str(value["file"]))
+            try:
+                return cls(path.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+        return core_schema.no_info_plain_validator_function(
+            resolve,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda v: "**********"),
+        )
+
+
+class Named(Section):
+    """A section with a required, non-blank ``name``."""
+
+    name: str
+
+    @model_validator(mode="after")
+    def _name_not_blank(self) -> Named:
+        if not self.name.strip():
+            raise ValueError("name must not be blank")
+        return self
