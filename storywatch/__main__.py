@@ -1,0 +1,3 @@
+from storywatch.cli import entrypoint
+
+entrypoint()
