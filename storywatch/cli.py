@@ -222,6 +222,15 @@ def config_check(file: Path | None, show: bool) -> None:
     )
 
 
+@config.command(name="reference")
+def config_reference() -> None:
+    """Print every config key with its type and default, as Markdown."""
+    from storywatch.settings import Settings
+    from storywatch.settings.reference import markdown
+
+    click.echo(markdown(Settings))
+
+
 @main.group()
 def feeds() -> None:
     """Check and import feeds."""

@@ -22,22 +22,29 @@ class TopicNames(Section):
 
 class BusSettings(Section):
     kind: Literal["embedded", "kafka"] = "embedded"
+    """embedded: a SQLite log on this machine; kafka: an Apache Kafka cluster."""
     # embedded
     path: Path = Path("var/bus.db")
+    """The embedded bus's log file."""
     retention_hours: float = Field(168.0, gt=0)
+    """Embedded bus: keep consumed messages this long before pruning."""
     # kafka
     bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
+    """Kafka: host:port of one or more brokers."""
     client_id: str = "storywatch"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: Secret | None = None
+    """Kafka SASL password: {env: NAME} or {file: PATH}."""
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     partitions: int = Field(6, ge=1, le=1000)
+    """Partitions of topics storywatch creates; the most consumers a group can use."""
     replication_factor: int = Field(1, ge=1, le=10)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
+    """Kafka: longest gap between polls before the group reassigns the consumer's partitions."""
     session_timeout_ms: int = Field(10_000, ge=1000)
     request_timeout_ms: int = Field(30_000, ge=1000)
     topics: TopicNames = TopicNames()
@@ -45,12 +52,15 @@ class BusSettings(Section):
 
 class StoreSettings(Section):
     kind: Literal["sqlite"] = "sqlite"
+    """The state store implementation."""
     path: Path = Path("var/state.db")
+    """The SQLite state store file."""
 
 
 class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+    """text: key=value lines; json: one JSON object per line."""
 
 
 class HttpSettings(Section):
