@@ -1,18 +1,84 @@
-"""Settings of the alerts stage: channels, rules and delivery."""
+"""Settings of the alerts stage: channels, rules and delivery.
+
+Each channel names its kind and may add a rate budget, a digest window and quiet hours;
+each rule can be switched off or tuned. Everything has a default, so a config with only
+``channels`` and ``default_channels`` works.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from storywatch.settings.base import Secret, Section
 
+Severity = Literal["low", "medium", "high", "critical"]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class RateBudget(Section):
+    """At most ``max_alerts`` deliveries per ``per_s`` seconds; the rest wait their turn."""
+
+    max_alerts: int = Field(20, ge=1)
+    per_s: float = Field(3600.0, gt=0)
+
+
+class DigestSettings(Section):
+    """Collect a channel's alerts for ``window_s`` seconds and send them as one message.
+
+    Alerts whose severity is in ``bypass_severity`` are sent at once.
+    """
+
+    window_s: float = Field(900.0, gt=0)
+    bypass_severity: list[Severity] = Field(default=["critical"])
+    max_items: int = Field(50, ge=1, le=500, description="items shown in one digest; the rest are counted")
+
+
+class QuietHours(Section):
+    """Hold alerts from ``start`` to ``end`` (local ``HH:MM`` in ``tz``) and release them as a
+    digest when the quiet period ends; ``bypass_severity`` goes through at once.
+    ``start`` after ``end`` spans midnight (22:00-07:00)."""
+
+    start: str
+    end: str
+    tz: str = "UTC"
+    bypass_severity: list[Severity] = Field(default=["high", "critical"])
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError("expected a 24-hour time HH:MM")
+        return v
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
 
 class ChannelBase(Section):
-    template: Path | None = None
+    template: Path | None = Field(
+        None, description="directory with templates overriding the packaged defaults (same file names)"
+    )
     timeout_s: float = Field(30.0, gt=0)
+    rate_budget: RateBudget | None = None
+    digest: DigestSettings | None = None
+    quiet_hours: QuietHours | None = None
 
 
 class EmailChannel(ChannelBase):
@@ -25,6 +91,7 @@ class EmailChannel(ChannelBase):
     from_addr: str
     to: list[str] = Field(min_length=1)
     ca_file: Path | None = None
+    subject_prefix: str = "[storywatch] "
 
 
 class SlackChannel(ChannelBase):
@@ -34,11 +101,21 @@ class SlackChannel(ChannelBase):
     channel: str | None = None
     api_url: str = "https://slack.com/api/"
 
+    @model_validator(mode="after")
+    def _one_way_in(self) -> SlackChannel:
+        if (self.webhook_url is None) == (self.token is None):
+            raise ValueError("give exactly one of webhook_url or token")
+        if self.token is not None and not self.channel:
+            raise ValueError("a bot token needs a channel (name or ID) to post to")
+        return self
+
 
 class WebhookChannel(ChannelBase):
     kind: Literal["webhook"]
     url: Secret
     signing_secret: Secret | None = None
+    signature_header: str = "X-Storywatch-Signature"
+    timestamp_header: str = "X-Storywatch-Timestamp"
 
 
 class ConsoleChannel(ChannelBase):
@@ -55,10 +132,90 @@ Channel = Annotated[
 ]
 
 
+class MatchRule(Section):
+    """Alert when a story matches a watched topic and meets its min_sources/min_articles."""
+
+    enabled: bool = True
+
+
+class AppearsRule(Section):
+    """A watched topic's first matching story after ``quiet_period_s`` without one is
+    announced as the topic appearing (rule ``topic_appears``) instead of a plain match."""
+
+    enabled: bool = True
+    quiet_period_s: float = Field(6 * 3600.0, ge=0)
+
+
+class EmergingRule(Section):
+    """Alert on emerging stories, watched or not, to ``channels`` (else default_channels)."""
+
+    enabled: bool = True
+    channels: list[str] = Field(default_factory=list)
+    severity: Severity = "high"
+    min_sources: int = Field(2, ge=1)
+
+
+FollowUpChange = Literal["new_sources", "velocity_jump", "new_entities", "merged"]
+
+
+class FollowUpRule(Section):
+    """Follow up on an alerted story when it changes materially, never per article.
+
+    ``new_sources`` counts only once the source count grew by ``source_step`` since the
+    last alert; at most ``max_per_story`` follow-ups, at least ``min_interval_s`` apart.
+    """
+
+    enabled: bool = True
+    on: list[FollowUpChange] = Field(default=["new_sources", "velocity_jump", "new_entities", "merged"])
+    source_step: int = Field(3, ge=1)
+    max_per_story: int = Field(5, ge=0)
+    min_interval_s: float = Field(1800.0, ge=0)
+
+
+class FeedHealthRule(Section):
+    """Tell the operator channels when a feed starts failing, recovers or is disabled."""
+
+    enabled: bool = True
+    states: list[Literal["failing", "recovered", "disabled"]] = Field(
+        default=["failing", "recovered", "disabled"]
+    )
+
+
+class RuleSettings(Section):
+    match: MatchRule = MatchRule()
+    appears: AppearsRule = AppearsRule()
+    emerging: EmergingRule = EmergingRule()
+    follow_up: FollowUpRule = FollowUpRule()
+    feed_health: FeedHealthRule = FeedHealthRule()
+
+
 class AlertSettings(Section):
     channels: dict[str, Channel] = Field(default_factory=dict)
     default_channels: list[str] = Field(default_factory=list)
     operator_channels: list[str] = Field(default_factory=list)
+    rules: RuleSettings = RuleSettings()
+    group: str = Field("storywatch-alerts", description="consumer group of the alerts stage")
+    batch_size: int = Field(100, ge=1, le=10_000, description="events polled per step")
     max_attempts: int = Field(8, ge=1)
     backoff_base_s: float = Field(5.0, gt=0)
     backoff_max_s: float = Field(900.0, gt=0)
+    claim_lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="a delivery claimed longer ago than this by a worker that died is retried; "
+        "keep it above the slowest channel's timeout_s",
+    )
+    top_articles: int = Field(5, ge=1, le=20, description="articles shown per alert")
+    summary_chars: int = Field(400, ge=40, le=3000)
+
+    @model_validator(mode="after")
+    def _rule_channels_known(self) -> AlertSettings:
+        unknown = [c for c in self.rules.emerging.channels if c not in self.channels]
+        if unknown:
+            raise ValueError(
+                f"rules.emerging.channels: unknown channel(s) {unknown} (known: {sorted(self.channels)})"
+            )
+        slow = [n for n, c in self.channels.items() if c.timeout_s >= self.claim_lease_s]
+        if slow:
+            raise ValueError(f"claim_lease_s must exceed every channel's timeout_s (too slow: {slow})")
+        return self
