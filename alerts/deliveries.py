@@ -120,12 +120,14 @@ class DeliveryLog:
 
     # -- what is due ---------------------------------------------------------------
 
-    def due(self, now: datetime, limit: int = 200) -> tuple[list[Doc], datetime | None]:
-        """Deliveries to attempt now, oldest first, and when the next one falls due.
+    def due(self, now: datetime, limit: int = 200) -> tuple[list[Doc], datetime | None, int]:
+        """Deliveries to attempt now (oldest first), when the next one falls due, and how
+        many due ones wait for their parent.
 
         A follow-up waits until its parent delivery is settled, so that the Slack thread
         exists and no follow-up overtakes its first alert.
         """
+        blocked = 0
         ready: list[Doc] = []
         soonest: datetime | None = None
         now_s = now.isoformat()
@@ -136,10 +138,11 @@ class DeliveryLog:
                     soonest = _min(soonest, datetime.fromisoformat(at))
                     continue
                 if doc.get("parent") and self._parent_busy(doc["parent"]):
+                    blocked += 1
                     continue
                 ready.append(doc)
         ready.sort(key=lambda d: (d["created_at"], d["id"]))
-        return ready[:limit], soonest
+        return ready[:limit], soonest, blocked
 
     def _due_at(self, doc: Doc) -> str:
         if doc["state"] == "sending":

@@ -4,7 +4,8 @@ Packaged defaults live in ``alerts/templates/``; a channel's ``template`` settin
 a directory whose files of the same names override them. Escaping is not left to the
 template author: HTML templates (``*.html.j2``) autoescape, and Slack templates
 (``*.mrkdwn.j2``) pass every ``{{ value }}`` through :func:`mrkdwn_escape`, so a headline
-with ``<script>`` or ``<!channel>`` in it is shown, not obeyed.
+with ``<script>`` or ``<!channel>`` in it is shown, not obeyed. In a Slack template the
+output of a macro is already escaped: write ``{{ macro(x)|safe }}`` to keep it as it is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
 SLACK_SECTION_MAX = 3000
 SLACK_BLOCKS_MAX = 50
@@ -32,7 +34,7 @@ class SlackSafe(str):
 def _slack_finalize(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, SlackSafe):
+    if isinstance(value, SlackSafe | markupsafe.Markup):
         return value
     return mrkdwn_escape(str(value))
 

@@ -40,6 +40,7 @@ NS_STORIES = "alerts.stories"
 NS_TOPICS = "alerts.topics"
 NS_PUBLISHED = "alerts.published"
 _RESCAN_S = 10.0
+_MAX_PASSES = 4
 
 
 def delivery_log(settings: Settings, store: Store, rng: random.Random | None = None) -> DeliveryLog:
@@ -221,11 +222,28 @@ class AlertsService:
     # -- delivery log -> channels --------------------------------------------------
 
     def deliver_due(self) -> int:
-        """Release held alerts whose time came and attempt every due delivery once."""
+        """Release held alerts whose time came and attempt every due delivery once
+        (follow-ups whose first alert went out in this call included)."""
         now = self.clock.now()
         max_items = {n: c.digest.max_items for n, c in self.cfg.channels.items() if c.digest}
         self.deliveries.release(now, max_items)
-        docs, soonest = self.deliveries.due(now)
+        attempted = 0
+        for _ in range(_MAX_PASSES):
+            tried, soonest, blocked = self._pass(now)
+            attempted += tried
+            if not (tried and blocked):
+                break
+        release = self.deliveries.next_release()
+        if release is not None:
+            soonest = _earliest(soonest, release)
+        # Look again within a while even when nothing is due: another worker may have
+        # died holding claims, or ``alerts retry`` may have put deliveries back.
+        self._next_due = _earliest(soonest, now + timedelta(seconds=_RESCAN_S))
+        self._due_known = True
+        return attempted
+
+    def _pass(self, now: datetime) -> tuple[int, datetime | None, int]:
+        docs, soonest, blocked = self.deliveries.due(now)
         attempted = 0
         for doc in docs:
             chcfg = self.cfg.channels.get(doc["channel"])
@@ -242,14 +260,7 @@ class AlertsService:
             retry_at = self._attempt(claimed)
             if retry_at is not None:
                 soonest = _earliest(soonest, retry_at)
-        release = self.deliveries.next_release()
-        if release is not None:
-            soonest = _earliest(soonest, release)
-        # Look again within a while even when nothing is due: another worker may have
-        # died holding claims, or ``alerts retry`` may have put deliveries back.
-        self._next_due = _earliest(soonest, now + timedelta(seconds=_RESCAN_S))
-        self._due_known = True
-        return attempted
+        return attempted, soonest, blocked
 
     def _notifier(self, channel: str) -> Notifier:
         if channel not in self._notifiers:

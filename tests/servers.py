@@ -171,14 +171,17 @@ class SMTPServer:
         )
         if not ok:
             self.auth_failures += 1
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
     def __enter__(self) -> SMTPServer:
         kwargs: dict[str, Any] = {}
         if self.starttls and self.tls:
             kwargs.update(tls_context=self.tls.server_context(), require_starttls=True)
         if self.auth:
-            kwargs.update(authenticator=self._authenticate, auth_required=True, auth_require_tls=True)
+            # aiosmtpd only counts STARTTLS as TLS; with implicit TLS the whole session is.
+            kwargs.update(
+                authenticator=self._authenticate, auth_required=True, auth_require_tls=not self.implicit_tls
+            )
         ssl_context = self.tls.server_context() if (self.implicit_tls and self.tls) else None
         for _ in range(5):
             self.port = _free_port()
