@@ -93,12 +93,18 @@ def run_stages(settings: Settings, stages: tuple[str, ...], once: bool) -> None:
     """Build the bus, store and services for ``stages`` and run them until stopped."""
     from storywatch.bus import make_bus
     from storywatch.clock import SystemClock
+    from storywatch.observe import Health, Metrics, ObserveServer
     from storywatch.runtime import run_services, stop_on_signals
     from storywatch.store import make_store
 
     bus_settings = settings.bus.model_copy(update={"path": settings.path(settings.bus.path)})
     store_settings = settings.store.model_copy(update={"path": settings.path(settings.store.path)})
     stop = threading.Event()
+    metrics, health = Metrics(), Health()
+    observer = None
+    if settings.http.enabled and not once:
+        observer = ObserveServer(metrics, health, settings.http.host, settings.http.port).start()
+        log.info("serving health and metrics", extra=kv(host=settings.http.host, port=observer.port))
     with _unavailable_exits(), stop_on_signals(stop):
         bus = make_bus(bus_settings)
         store = make_store(store_settings)
@@ -110,10 +116,12 @@ def run_stages(settings: Settings, stages: tuple[str, ...], once: bool) -> None:
             clock = SystemClock()
             services = [_make_service(s, settings, bus, store, clock) for s in stages]
             log.info("started", extra=kv(stages=",".join(stages), bus=settings.bus.kind, once=once))
-            run_services(services, stop, once=once)
+            run_services(services, stop, once=once, health=health)
         finally:
             bus.close()
             store.close()
+            if observer is not None:
+                observer.stop()
     log.info("stopped", extra=kv(stages=",".join(stages)))
 
 

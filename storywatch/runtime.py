@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from storywatch.logs import kv
+from storywatch.observe import Health
 
 log = logging.getLogger("storywatch.runtime")
 
@@ -60,8 +61,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run_services(services: Sequence[Service], stop: threading.Event, *, once: bool = False) -> None:
+def run_services(
+    services: Sequence[Service], stop: threading.Event, *, once: bool = False, health: Health | None = None
+) -> None:
     """Run ``services`` until ``stop`` is set (or one drain each, in order, with ``once``)."""
+    health = health or Health()
     try:
         if once:
             for svc in services:
@@ -72,11 +76,16 @@ def run_services(services: Sequence[Service], stop: threading.Event, *, once: bo
             return
         for svc in services:
             svc.start()
+            health.set_ready(svc.name)
+            health.beat(svc.name)
         # Round-robin in one thread: with several stages in one process, each step waits
         # only briefly so that no stage starves the others.
         wait = 1.0 if len(services) == 1 else 0.2
         while not stop.is_set():
-            handled = sum(svc.step(wait) for svc in services)
+            handled = 0
+            for svc in services:
+                handled += svc.step(wait)
+                health.beat(svc.name)
             if handled == 0 and len(services) > 1:
                 stop.wait(0.2)
     finally:

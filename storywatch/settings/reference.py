@@ -7,8 +7,8 @@ keys, types and defaults cannot drift from the code.
 from __future__ import annotations
 
 import types
-from pathlib import PurePath
 import typing
+from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel
