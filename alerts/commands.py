@@ -17,7 +17,7 @@ def list_alerts(settings: Settings, store: Store, state: str | None, as_json: bo
     if state is not None and state not in STATES:
         out.write(f"unknown state {state!r}; expected one of: {', '.join(STATES)}\n")
         return 2
-    docs = sorted(delivery_log(settings, store).scan(state), key=lambda d: (d["created_at"], d["id"]))
+    docs = sorted(delivery_log(settings, store).scan(state), key=lambda d: (d.get("order", ""), d["id"]))
     if as_json:
         for d in docs:
             row = {

@@ -43,8 +43,14 @@ TERMINAL = ("sent", "dead", "digested")
 _SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
-def new_delivery(planned: Planned, channel: str, now: datetime, hold: datetime | None) -> Doc:
-    """The document recording that ``planned`` is to go to ``channel``."""
+def new_delivery(
+    planned: Planned, channel: str, now: datetime, hold: datetime | None, position: str = ""
+) -> Doc:
+    """The document recording that ``planned`` is to go to ``channel``.
+
+    ``order`` sorts deliveries in the order their events arrived: the recording time,
+    then ``position`` (the event's place on the bus), so alerts go out in event order.
+    """
     key = planned.alert.key
     parent_key = planned.parent.get(channel)
     return {
@@ -58,6 +64,7 @@ def new_delivery(planned: Planned, channel: str, now: datetime, hold: datetime |
         "parent_key": delivery_key(parent_key, channel) if parent_key else None,
         "attempts": 0,
         "created_at": now.isoformat(),
+        "order": f"{now.isoformat()}|{position}",
         "next_at": now.isoformat(),
         "release_at": hold.isoformat() if hold else None,
         "claim": None,
@@ -141,7 +148,7 @@ class DeliveryLog:
                     blocked += 1
                     continue
                 ready.append(doc)
-        ready.sort(key=lambda d: (d["created_at"], d["id"]))
+        ready.sort(key=_order)
         return ready[:limit], soonest, blocked
 
     def _due_at(self, doc: Doc) -> str:
@@ -226,7 +233,7 @@ class DeliveryLog:
                 groups.setdefault((doc["channel"], doc["release_at"]), []).append(doc)
         released = 0
         for (channel, release_at), docs in sorted(groups.items()):
-            docs.sort(key=lambda d: (d["created_at"], d["id"]))
+            docs.sort(key=_order)
             with self.store.transaction():
                 if len(docs) == 1:
                     d = docs[0]
@@ -271,3 +278,7 @@ class DeliveryLog:
 
 def _min(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b < a else a
+
+
+def _order(doc: Doc) -> tuple[str, str]:
+    return (doc.get("order") or doc["created_at"], doc["id"])

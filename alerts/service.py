@@ -154,7 +154,7 @@ class AlertsService:
                 except SchemaError as exc:
                     dead.append(self._dead_letter(rec, exc.reason, now))
                     continue
-                recorded += self._record(plans, now)
+                recorded += self._record(plans, now, f"{rec.topic}@{rec.partition}:{rec.offset:012d}")
         for d in dead:
             log.warning("dead letter", extra=kv(topic=d.source_topic, key=d.key, error=d.reason))
             producer.publish(self._topics.dead_letters, d.key, d.to_bytes())
@@ -193,14 +193,15 @@ class AlertsService:
             self.store.put(NS_TOPICS, t.name, t.to_doc())
         return plans
 
-    def _record(self, plans: list[Planned], now: datetime) -> int:
+    def _record(self, plans: list[Planned], now: datetime, position: str) -> int:
         docs = []
-        for p in plans:
+        for i, p in enumerate(plans):
             for ch in p.channels:
                 chcfg = self.cfg.channels.get(ch)
                 if chcfg is None:
                     continue
-                docs.append(new_delivery(p, ch, now, hold_until(chcfg, p.alert.severity, now)))
+                hold = hold_until(chcfg, p.alert.severity, now)
+                docs.append(new_delivery(p, ch, now, hold, f"{position}/{i:03d}"))
         new = self.deliveries.record(docs)
         for p in plans:
             log.info(

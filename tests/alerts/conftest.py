@@ -108,12 +108,8 @@ def event(
     )
 
 
-def feed_health(
-    state: str = "failing", url: str = "https://feeds.example/rss", at: datetime = T0
-) -> FeedHealth:
-    return FeedHealth(
-        feed_url=url, feed_name="Example feed", state=state, error="HTTP 503", failures=3, at=at
-    )  # type: ignore[arg-type]
+def feed_health(state: str = "failing", url: str = "https://feeds.example/rss", at: datetime = T0) -> FeedHealth:
+    return FeedHealth(feed_url=url, feed_name="Example feed", state=state, error="HTTP 503", failures=3, at=at)  # type: ignore[arg-type]
 
 
 class Harness:
@@ -132,9 +128,7 @@ class Harness:
     def new_service(self) -> AlertsService:
         import random
 
-        return AlertsService(
-            self.settings, self.bus, self.store, self.clock, stdout=self.stdout, rng=random.Random(7)
-        )
+        return AlertsService(self.settings, self.bus, self.store, self.clock, stdout=self.stdout, rng=random.Random(7))
 
     def restart(self) -> None:
         self.service.close()

@@ -88,9 +88,7 @@ def test_untrusted_certificate_is_retried_not_sent(tmp_path: Path, harness_facto
         assert d["state"] == "failed" and "certificate" in d["last_error"]
 
 
-def test_temporary_smtp_error_is_retried_with_the_same_message_id(
-    tmp_path: Path, harness_factory: Any
-) -> None:
+def test_temporary_smtp_error_is_retried_with_the_same_message_id(tmp_path: Path, harness_factory: Any) -> None:
     with SMTPServer(tmp_dir=tmp_path) as smtp:
         smtp.fail_next(451, "greylisted")
         h = harness_factory(make_settings(tmp_path, {"mail": email_channel(smtp)}))

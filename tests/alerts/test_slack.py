@@ -40,9 +40,7 @@ def test_slack_alert_has_blocks_and_the_key(kind: str, tmp_path: Path, harness_f
         types = [b["type"] for b in msg.blocks]
         assert types[0] == "header" and types[-1] == "context" and "section" in types
         body = "\n".join(b["text"]["text"] for b in msg.blocks if b["type"] == "section")
-        assert (
-            "<https://news1.example/s1/1?a=1&amp;b=2|River bursts its banks in the north (report 1)>" in body
-        )
+        assert "<https://news1.example/s1/1?a=1&amp;b=2|River bursts its banks in the north (report 1)>" in body
         assert "*Sources:* 2" in body
         [d] = h.deliveries()
         assert d["state"] == "sent"
@@ -55,9 +53,7 @@ def test_slack_alert_has_blocks_and_the_key(kind: str, tmp_path: Path, harness_f
 
 def test_follow_ups_go_into_the_first_alerts_thread(tmp_path: Path, harness_factory: Any) -> None:
     with SlackServer() as slack:
-        settings = make_settings(
-            tmp_path, {"slack": bot_channel(slack)}, rules={"follow_up": {"min_interval_s": 0}}
-        )
+        settings = make_settings(tmp_path, {"slack": bot_channel(slack)}, rules={"follow_up": {"min_interval_s": 0}})
         h = harness_factory(settings)
         h.send(event(sources=1))
         h.send(event("updated", revision=2, sources=4, changes=["new_sources"]))

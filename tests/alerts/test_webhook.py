@@ -82,16 +82,12 @@ def test_retry_after_on_503_and_same_key_on_resend(tmp_path: Path, harness_facto
         assert first.headers["idempotency-key"] == second.headers["idempotency-key"] == call.key
 
 
-def test_the_url_is_never_logged(
-    tmp_path: Path, harness_factory: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_url_is_never_logged(tmp_path: Path, harness_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
     rx = WebhookReceiver()
     with rx:
         url = rx.hook_url
     # The receiver is gone: connection refused, and the error must not quote the URL.
-    h = harness_factory(
-        make_settings(tmp_path, {"hook": {"kind": "webhook", "url": Secret(url), "timeout_s": 2}})
-    )
+    h = harness_factory(make_settings(tmp_path, {"hook": {"kind": "webhook", "url": Secret(url), "timeout_s": 2}}))
     h.send(event())
     h.drain()
     [d] = h.deliveries()
