@@ -62,7 +62,7 @@ def test_run_stops_cleanly_on_sigterm(demo_dir: Path) -> None:
         time.sleep(0.5)
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     assert "stopped" in err
     assert alerts_file.exists()

@@ -92,7 +92,7 @@ def _run_stages(tmp: Path, cfg: Path, slack: SlackServer) -> list[subprocess.Pop
             # Each stage is its own service with its own state, as on separate machines.
             STORYWATCH__STORE__PATH=str(tmp / f"{stage}-state.db"),
         )
-        log = open(tmp / f"{stage}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(tmp / f"{stage}.log", "w")
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "storywatch", stage, "--config", str(cfg)],
