@@ -42,3 +42,13 @@ class IngestSettings(Section):
     failing_after_hours: float = Field(6.0, gt=0)
     seen_capacity: int = Field(200_000, ge=100)
     tick_s: float = Field(5.0, gt=0)
+    backoff_base_s: float = Field(120.0, gt=0)
+    """After the first failure a feed waits this long; each further failure doubles it (up to max_interval_s)."""
+    host_backoff_s: float = Field(600.0, gt=0)
+    """How long a host that answered 403, 429 or 503 without Retry-After is left alone."""
+    max_entries_per_feed: int = Field(500, ge=1)
+    """Entries beyond this many in one document are ignored (newest first as the feed orders them)."""
+    jitter_seed: int | None = None
+    """Seed of the random jitter added to each next check; None draws a fresh seed at start."""
+    full_text_max_bytes: int = Field(5 * 1024 * 1024, gt=0)
+    """Largest article page fetched for full-text extraction."""

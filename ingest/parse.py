@@ -1,0 +1,147 @@
+"""Turning fetched bytes into feed entries, refusing hostile or useless documents clearly.
+
+feedparser only ever sees bytes we fetched (it must never fetch by itself). Before it
+does, a few cheap checks catch what it would mishandle or make confusing:
+
+- a DOCTYPE that declares entities: feedparser expands internal entities, so a
+  "billion laughs" document would blow up memory; such documents are refused;
+- an HTML page where a feed was expected: the error names the feed URL the page
+  advertises (``<link rel="alternate" type="application/rss+xml">``) when it has one;
+- empty and oversized documents.
+
+A feed with XML errors ("bozo") keeps whatever entries feedparser recovered, and the
+warning is recorded; only when nothing usable is left does parsing fail.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import feedparser
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
+
+from storywatch.errors import FeedParseError
+
+_SNIFF_BYTES = 64 * 1024
+_ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.I | re.S)
+_FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/rdf+xml", "application/feed+json")
+_SY_PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400, "yearly": 365 * 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """The usable content of one feed document."""
+
+    title: str
+    link: str | None
+    language: str | None
+    entries: list[Any]
+    """feedparser entries that have at least a title or a link."""
+    ttl_s: float | None = None
+    """How often the publisher says the feed changes (``<ttl>``, ``sy:updatePeriod``)."""
+    warnings: list[str] = field(default_factory=list)
+    version: str = ""
+
+
+def parse_feed(
+    body: bytes, feed_url: str, *, content_type: str = "", max_bytes: int = 10 * 1024 * 1024, max_entries: int = 500
+) -> ParsedFeed:
+    """Parse ``body`` fetched from ``feed_url``; raise :class:`FeedParseError` if unusable."""
+    if len(body) > max_bytes:
+        raise FeedParseError(feed_url, f"document of {len(body):,} bytes exceeds the {max_bytes:,}-byte limit")
+    if not body.strip():
+        raise FeedParseError(feed_url, "the document is empty; the server sent no feed")
+    head = body[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf")
+    if _ENTITY_DECL.search(_doctype(head)):
+        raise FeedParseError(
+            feed_url,
+            "the document declares XML entities in its DOCTYPE (an entity-expansion attack such as "
+            "'billion laughs'?); refused without parsing",
+        )
+    if _HTML_START.match(head) or (content_type.startswith("text/html") and b"<rss" not in head[:2048]):
+        suggestion = discover_feed(body, feed_url)
+        hint = f"; the page advertises a feed at {suggestion}" if suggestion else "; look for the site's RSS link"
+        raise FeedParseError(feed_url, "got an HTML page, not a feed" + hint, suggestion=suggestion)
+
+    # No content-location: feedparser would "resolve" plain GUIDs such as "g1" into URLs.
+    # Relative links are resolved against the feed URL in ingest.normalise instead.
+    headers = {}
+    if content_type:
+        headers["content-type"] = content_type
+    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True, resolve_relative_uris=True)
+    warnings: list[str] = []
+    if parsed.get("bozo"):
+        exc = parsed.get("bozo_exception")
+        warnings.append(f"{type(exc).__name__}: {exc}" if exc else "malformed XML")
+    raw_entries = list(parsed.get("entries") or [])
+    feed = parsed.get("feed") or {}
+    if not parsed.get("version") and not raw_entries:
+        reason = warnings[0] if warnings else "no RSS, Atom or RDF root element"
+        raise FeedParseError(feed_url, f"not a feed ({reason}); check that the URL points at the feed itself")
+    entries = [e for e in raw_entries if (e.get("title") or "").strip() or (e.get("link") or "").strip()]
+    skipped = len(raw_entries) - len(entries)
+    if skipped:
+        warnings.append(f"{skipped} entries without a title or a link were skipped")
+    if raw_entries and not entries:
+        raise FeedParseError(feed_url, f"none of the {len(raw_entries)} entries has a title or a link")
+    if not raw_entries:
+        warnings.append("the feed has no entries")
+    if len(entries) > max_entries:
+        warnings.append(f"only the first {max_entries} of {len(entries)} entries were kept")
+        entries = entries[:max_entries]
+    return ParsedFeed(
+        title=_plain(feed.get("title") or ""),
+        link=feed.get("link") or None,
+        language=(feed.get("language") or None),
+        entries=entries,
+        ttl_s=_ttl(feed),
+        warnings=warnings,
+        version=parsed.get("version") or "",
+    )
+
+
+def _doctype(head: bytes) -> bytes:
+    start = head.find(b"<!DOCTYPE")
+    if start < 0:
+        start = head.lower().find(b"<!doctype")
+    if start < 0:
+        return b""
+    # An internal subset runs to "]>"; without one the DOCTYPE ends at the first ">".
+    end = head.find(b"]>", start)
+    return head[start : end if end >= 0 else len(head)]
+
+
+def discover_feed(html: bytes, page_url: str) -> str | None:
+    """The first feed a page links to with ``<link rel="alternate" type="...rss+xml">``."""
+    try:
+        tree = HTMLParser(html[: 512 * 1024])
+    except Exception:
+        return None
+    for node in tree.css("link[href]"):
+        rel = (node.attributes.get("rel") or "").lower().split()
+        kind = (node.attributes.get("type") or "").lower().split(";")[0].strip()
+        href = node.attributes.get("href")
+        if "alternate" in rel and kind in _FEED_TYPES and href:
+            return urljoin(page_url, href.strip())
+    return None
+
+
+def _ttl(feed: Any) -> float | None:
+    best: float | None = None
+    ttl = str(feed.get("ttl") or "").strip()
+    if ttl.isdigit():
+        best = float(ttl) * 60
+    period = _SY_PERIODS.get(str(feed.get("sy_updateperiod") or "").strip().lower())
+    if period:
+        freq = str(feed.get("sy_updatefrequency") or "1").strip()
+        n = int(freq) if freq.isdigit() and int(freq) > 0 else 1
+        best = max(best or 0.0, period / n)
+    return best
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,272 @@
+"""The ingest stage as a service: poll due feeds, publish new articles, then remember.
+
+A background APScheduler job ticks every ``ingest.tick_s`` and hands the feeds whose
+``next_check_at`` has passed to a bounded thread pool (per-host limits apply inside).
+Polls that finish close together are committed as one batch: deduplicate against the
+seen-store, publish the articles and any feed-health changes, **flush the producer, and
+only then** write the seen-store and the feed states in one store transaction. A crash
+before that write re-fetches and republishes (the seen-store has not moved, consumers
+deduplicate by article id); it never loses articles.
+
+Feed state lives in the store (namespace ``feeds``, keyed by the configured URL) and is
+cached in memory; one ingest process per store owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ingest.dedup import NS_SEEN, SeenStore
+from ingest.fetch import Fetcher
+from ingest.hosts import HostLimiter
+from ingest.poll import FeedSpec, Poller, PollOutcome
+from ingest.schedule import FeedState, Transition, after_failure, after_success, deferred
+from ingest.urls import url_host
+from storywatch.bus import Bus
+from storywatch.clock import Clock
+from storywatch.errors import BusError
+from storywatch.logs import kv
+from storywatch.schema import FeedHealth
+from storywatch.settings import Settings
+from storywatch.store import Store
+
+log = logging.getLogger("storywatch.ingest")
+
+NS_FEEDS = "feeds"
+_BATCH_WINDOW_S = 0.25
+
+
+def feed_specs(settings: Settings) -> list[FeedSpec]:
+    """The configured feeds with their locations resolved (relative paths against base_dir)."""
+    return [FeedSpec.from_settings(f, settings.base_dir) for f in settings.feeds]
+
+
+def load_state(store: Store, spec: FeedSpec) -> FeedState:
+    doc = store.get(NS_FEEDS, spec.key)
+    if doc is None:
+        return FeedState(key=spec.key, url=spec.key)
+    try:
+        return FeedState.from_doc(doc)
+    except (TypeError, ValueError):
+        log.warning("unreadable feed state, starting afresh", extra=kv(feed_url=spec.key))
+        return FeedState(key=spec.key, url=spec.key)
+
+
+class IngestService:
+    """The ingest stage; implements :class:`storywatch.runtime.Service`."""
+
+    name = "ingest"
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        store: Store,
+        clock: Clock,
+        *,
+        rng: random.Random | None = None,
+        fetcher: Fetcher | None = None,
+    ):
+        self.settings = settings
+        self.cfg = settings.ingest
+        self.topics = settings.bus.topics
+        self.store = store
+        self.clock = clock
+        self.rng = rng or random.Random(self.cfg.jitter_seed)
+        self.specs = [s for s in feed_specs(settings) if s.enabled]
+        self.fetcher = fetcher or Fetcher(self.cfg)
+        self.limiter = HostLimiter(self.cfg.per_host_concurrency, self.cfg.per_host_min_gap_s)
+        self.poller = Poller(self.cfg, self.fetcher, self.limiter, clock)
+        self.seen = SeenStore(store, self.cfg.seen_capacity)
+        bus.ensure_topics([self.topics.raw_articles, self.topics.feed_health])
+        self.producer = bus.producer()
+        self._pool = ThreadPoolExecutor(self.cfg.global_concurrency, thread_name_prefix="ingest-poll")
+        self._states = {spec.key: load_state(store, spec) for spec in self.specs}
+        self._commit_lock = threading.Lock()
+        self._round_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._unreported = 0
+        self._scheduler: Any = None
+        self._closed = False
+
+    # -- Service protocol ------------------------------------------------------------
+
+    def start(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        sched = BackgroundScheduler(timezone=UTC)
+        sched.add_job(
+            self._tick_job,
+            "interval",
+            seconds=self.cfg.tick_s,
+            id="ingest-tick",
+            next_run_time=datetime.now(UTC),
+            misfire_grace_time=max(1, int(self.cfg.tick_s)),
+            coalesce=True,
+            max_instances=1,
+        )
+        sched.start()
+        self._scheduler = sched
+        log.info("ingest scheduler started", extra=kv(feeds=len(self.specs), tick_s=self.cfg.tick_s))
+
+    def step(self, timeout: float) -> int:
+        """Articles published since the last call (waits up to ``timeout`` for some)."""
+        with self._cond:
+            if not self._unreported:
+                self._cond.wait(timeout)
+            n, self._unreported = self._unreported, 0
+        return n
+
+    def drain(self) -> int:
+        """Poll every enabled feed once now, ignoring the schedule; return articles published."""
+        return self._round([s for s in self.specs if self._states[s.key].status != "disabled"])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
+        try:
+            self.producer.flush()
+        finally:
+            self.producer.close()
+            self.fetcher.close()
+
+    # -- rounds ----------------------------------------------------------------------
+
+    def tick(self) -> int:
+        """Poll the feeds that are due now; return articles published."""
+        now = self.clock.now()
+        return self._round([s for s in self.specs if self._states[s.key].due(now)])
+
+    def _tick_job(self) -> None:
+        try:
+            self.tick()
+        except BusError as exc:
+            log.error("publishing failed; the feeds will be polled again", extra=kv(error=str(exc)))
+        except Exception:
+            log.exception("ingest tick failed")
+
+    def state(self, key: str) -> FeedState:
+        return self._states[key]
+
+    def _round(self, specs: list[FeedSpec]) -> int:
+        with self._round_lock:
+            now = self.clock.now()
+            futures: dict[Future[PollOutcome], FeedState] = {}
+            postponed: dict[str, FeedState] = {}
+            for spec in specs:
+                state = self._states[spec.key]
+                blocked = self.limiter.blocked_until(url_host(state.url), now)
+                if blocked is not None:
+                    postponed[spec.key] = deferred(state, blocked)
+                    continue
+                fut = self._pool.submit(self.poller.poll, spec, state, is_known=self._is_known)
+                futures[fut] = state
+            if postponed:
+                self._save_states(postponed)
+            published = 0
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=_BATCH_WINDOW_S)
+                if done:
+                    published += self._commit([(futures[f], f.result()) for f in done])
+            return published
+
+    def _is_known(self, article_id: str) -> bool:
+        return self.store.get(NS_SEEN, article_id) is not None
+
+    def _commit(self, polled: list[tuple[FeedState, PollOutcome]]) -> int:
+        with self._commit_lock:
+            now = self.clock.now()
+            decisions = self.seen.decide([i for _, out in polled for i in out.items], now)
+            for art in decisions.publish:
+                self.producer.publish(self.topics.raw_articles, art.id, art.to_bytes())
+            new_states: dict[str, FeedState] = {}
+            for state, out in polled:
+                tr = self._transition(state, out)
+                new_states[state.key] = tr.state
+                if tr.health:
+                    self._publish_health(out.spec, tr, now)
+                if tr.host_backoff_s:
+                    until = now + timedelta(seconds=tr.host_backoff_s)
+                    self.limiter.back_off(url_host(out.url), until)
+                self._log_poll(out, tr)
+            self.producer.flush()
+            with self.store.transaction():
+                self.seen.commit(decisions)
+                self._save_states(new_states)
+        n = len(decisions.publish)
+        if n:
+            with self._cond:
+                self._unreported += n
+                self._cond.notify_all()
+        return n
+
+    def _transition(self, state: FeedState, out: PollOutcome) -> Transition:
+        spec = out.spec
+        if out.error is not None:
+            return after_failure(state, out.error, out.fetched_at, self.cfg, self.rng)
+        res = out.result
+        assert res is not None
+        return after_success(
+            state,
+            out.fetched_at,
+            self.cfg,
+            self.rng,
+            configured_s=spec.interval_s,
+            etag=res.validators.etag,
+            last_modified=res.validators.last_modified,
+            url=res.permanent_url or state.url,
+            ttl_s=out.parsed.ttl_s if out.parsed else None,
+            max_age_s=res.max_age_s,
+            retry_after_s=res.retry_after_s,
+        )
+
+    def _save_states(self, states: dict[str, FeedState]) -> None:
+        with self.store.transaction():
+            for key, st in states.items():
+                self.store.put(NS_FEEDS, key, st.to_doc(), tag=st.status)
+        self._states.update(states)
+
+    def _publish_health(self, spec: FeedSpec, tr: Transition, now: datetime) -> None:
+        st = tr.state
+        assert tr.health is not None
+        msg = FeedHealth(
+            feed_url=spec.key,
+            feed_name=spec.name,
+            state=tr.health,
+            error=st.last_error or "",
+            failures=st.error_count,
+            since=st.failing_since,
+            at=now,
+        )
+        self.producer.publish(self.topics.feed_health, spec.key, msg.to_bytes())
+        log.warning("feed health changed", extra=kv(feed_url=spec.key, state=tr.health, error=st.last_error or ""))
+
+    def _log_poll(self, out: PollOutcome, tr: Transition) -> None:
+        fields = kv(
+            feed_url=out.spec.key,
+            status=out.status,
+            entries=len(out.items),
+            elapsed_ms=round(out.elapsed_s * 1000),
+            next_check_at=tr.state.next_check_at.isoformat() if tr.state.next_check_at else None,
+        )
+        if out.error is not None:
+            fields["sw_fields"]["error"] = f"{type(out.error).__name__}: {out.error.message}"
+            log.warning("feed poll failed", extra=fields)
+        elif out.parsed is not None and out.parsed.warnings:
+            fields["sw_fields"]["warning"] = "; ".join(out.parsed.warnings)[:300]
+            log.info("feed polled with warnings", extra=fields)
+        else:
+            log.debug("feed polled", extra=fields)
+        if out.result is not None and out.result.permanent_url and out.result.permanent_url != out.url:
+            moved = kv(feed_url=out.spec.key, old_url=out.url, new_url=out.result.permanent_url)
+            log.info("feed moved permanently", extra=moved)
