@@ -1,0 +1,182 @@
+"""Operator commands: ``storywatch feeds check`` and ``storywatch feeds import``.
+
+``check_feeds`` polls every configured feed once with the same fetcher, parser and
+normaliser as the service, but publishes nothing and writes nothing: it is safe to run
+beside a live ingest process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from ingest.dedup import SeenStore
+from ingest.fetch import Fetcher
+from ingest.hosts import HostLimiter
+from ingest.poll import Poller, PollOutcome
+from ingest.schedule import FeedState
+from ingest.service import feed_specs, load_state
+from ingest.urls import canonical_url
+from storywatch.clock import Clock, SystemClock
+from storywatch.errors import FeedParseError
+from storywatch.settings import Settings
+from storywatch.store import Store
+
+
+def check_feeds(
+    settings: Settings, store: Store, as_json: bool, out: TextIO, *, clock: Clock | None = None
+) -> int:
+    """Poll every configured feed once; print one result per feed; 0 if all are fine, else 1."""
+    clock = clock or SystemClock()
+    cfg = settings.ingest
+    fetcher = Fetcher(cfg)
+    poller = Poller(cfg, fetcher, HostLimiter(cfg.per_host_concurrency, cfg.per_host_min_gap_s), clock)
+    seen = SeenStore(store, cfg.seen_capacity)
+    specs = feed_specs(settings)
+
+    def one(spec: Any) -> PollOutcome:
+        stored = load_state(store, spec)
+        # No validators: a 304 would tell nothing about what the feed holds now.
+        return poller.poll(spec, FeedState(key=spec.key, url=stored.url))
+
+    failed = 0
+    try:
+        with ThreadPoolExecutor(cfg.global_concurrency) as pool:
+            for outcome in pool.map(one, specs):
+                new = seen.decide(outcome.items, clock.now()).new_count if outcome.items else 0
+                row = _row(outcome, new)
+                failed += not row["ok"]
+                out.write((json.dumps(row) if as_json else _text(row)) + "\n")
+                out.flush()
+    finally:
+        fetcher.close()
+    if not as_json:
+        out.write(f"{len(specs) - failed} of {len(specs)} feeds OK\n")
+    return 1 if failed else 0
+
+
+def _row(o: PollOutcome, new: int) -> dict[str, Any]:
+    err = o.error
+    warnings = o.parsed.warnings if o.parsed else []
+    return {
+        "feed": o.spec.key,
+        "name": o.spec.name or (o.parsed.title if o.parsed else ""),
+        "url": o.url,
+        "ok": err is None,
+        "status": o.status,
+        "entries": len(o.items),
+        "new": new,
+        "elapsed_s": round(o.elapsed_s, 3),
+        "error": type(err).__name__ if err else None,
+        "message": err.message if err else ("; ".join(warnings) or "ok"),
+        "suggestion": err.suggestion if isinstance(err, FeedParseError) else None,
+        "moved_to": o.result.permanent_url if o.result and o.result.permanent_url != o.url else None,
+        "warnings": warnings,
+    }
+
+
+def _text(row: dict[str, Any]) -> str:
+    label = row["name"] or row["feed"]
+    status = row["status"] if row["status"] is not None else "-"
+    if row["ok"]:
+        counts = f"{row['entries']:>4} entries {row['new']:>4} new"
+        line = f"OK    {status!s:>3}  {counts}  {row['elapsed_s']:6.2f}s  {label}"
+        if row["warnings"]:
+            line += f"\n      warning: {'; '.join(row['warnings'])}"
+        if row["moved_to"]:
+            line += f"\n      moved permanently to {row['moved_to']}; update the config"
+        return line
+    line = f"FAIL  {status!s:>3}  {row['error']}: {row['message']}  ({label}, {row['elapsed_s']:.2f}s)"
+    if row["suggestion"]:
+        line += f"\n      try: {row['suggestion']}"
+    return line
+
+
+def read_opml(path: Path) -> list[dict[str, str]]:
+    """The feeds (``xmlUrl`` outlines, at any depth) of an OPML file, as ``{url, name}``."""
+    data = path.read_bytes()
+    if re.search(rb"<!ENTITY", data[:65536], re.IGNORECASE):
+        raise ValueError("the OPML file declares XML entities; refusing to parse it")
+    root = ET.fromstring(data)
+    feeds = []
+    for node in root.iter("outline"):
+        url = (node.get("xmlUrl") or node.get("xmlurl") or "").strip()
+        if url:
+            name = (node.get("title") or node.get("text") or "").strip()
+            feeds.append({"url": url, "name": name} if name else {"url": url})
+    return feeds
+
+
+def _feeds_file(config_path: Path) -> Path:
+    """The file that holds ``feeds:``: the config itself or the include that defines it."""
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else None
+    if not isinstance(data, dict) or "feeds" in data:
+        return config_path
+    includes = data.get("include") or []
+    for name in [includes] if isinstance(includes, str) else includes:
+        inc = (config_path.parent / str(name)).resolve()
+        if inc.exists():
+            sub = yaml.safe_load(inc.read_text(encoding="utf-8"))
+            if isinstance(sub, dict) and "feeds" in sub:
+                return inc
+    return config_path
+
+
+def import_opml(opml_path: Path, config_path: Path) -> int:
+    """Add the OPML file's feeds to the YAML file holding ``feeds`` (the config or its
+    feeds include), keeping existing entries and skipping duplicates. Returns 0 or 1."""
+    try:
+        found = read_opml(Path(opml_path))
+    except (OSError, ValueError, ET.ParseError) as exc:
+        print(f"storywatch: cannot read OPML {opml_path}: {exc}", file=sys.stderr)
+        return 1
+    target = _feeds_file(Path(config_path))
+    try:
+        text = target.read_text(encoding="utf-8") if target.exists() else ""
+        data = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"storywatch: cannot read {target}: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(data, dict) or not isinstance(data.get("feeds", []), list):
+        print(f"storywatch: {target}: expected a mapping with a 'feeds' list", file=sys.stderr)
+        return 1
+    existing = data.get("feeds") or []
+    have = {_dedupe_key(str(f.get("url", ""))) for f in existing if isinstance(f, dict)}
+    added = []
+    for feed in found:
+        key = _dedupe_key(feed["url"])
+        if key not in have:
+            have.add(key)
+            added.append(feed)
+    if added:
+        target.write_text(_append_feeds(text, data, added), encoding="utf-8")
+    skipped = len(found) - len(added)
+    print(f"added {len(added)} feeds to {target} ({skipped} already present)")
+    return 0
+
+
+def _dedupe_key(url: str) -> str:
+    return canonical_url(url) or url.strip()
+
+
+def _append_feeds(text: str, data: dict[str, Any], added: list[dict[str, str]]) -> str:
+    """Append to the ``feeds:`` block as text when it is the file's last block (so comments
+    survive); otherwise rewrite the file as YAML."""
+    lines = text.rstrip("\n").splitlines()
+    top = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z_][\w-]*\s*:", line)]
+    if top and re.match(r"^feeds\s*:\s*$", lines[top[-1]]):
+        items = [line for line in lines[top[-1] + 1 :] if re.match(r"^\s*-\s", line)]
+        indent = re.match(r"^(\s*)-", items[0]).group(1) if items else "  "  # type: ignore[union-attr]
+        chunk = yaml.safe_dump(added, sort_keys=False, allow_unicode=True, width=1000)
+        block = "\n".join(indent + line for line in chunk.rstrip("\n").splitlines())
+        return "\n".join(lines) + "\n" + block + "\n"
+    data = dict(data)
+    data["feeds"] = list(data.get("feeds") or []) + added
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
