@@ -154,16 +154,12 @@ class SMTPServer:
             failure = self._failures.pop(0) if self._failures else None
         if failure:
             return f"{failure[0]} {failure[1]}"
-        msg = email.message_from_bytes(
-            envelope.original_content or envelope.content, policy=email.policy.default
-        )
+        msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         self._recorder.append(Received(msg, envelope.mail_from, list(envelope.rcpt_tos), login))  # type: ignore[arg-type]
         return "250 Message accepted for delivery"
 
-    def _authenticate(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
-    ) -> AuthResult:
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
         ok = (
             self.auth is not None
             and isinstance(data, LoginPassword)
@@ -179,9 +175,7 @@ class SMTPServer:
             kwargs.update(tls_context=self.tls.server_context(), require_starttls=True)
         if self.auth:
             # aiosmtpd only counts STARTTLS as TLS; with implicit TLS the whole session is.
-            kwargs.update(
-                authenticator=self._authenticate, auth_required=True, auth_require_tls=not self.implicit_tls
-            )
+            kwargs.update(authenticator=self._authenticate, auth_required=True, auth_require_tls=not self.implicit_tls)
         ssl_context = self.tls.server_context() if (self.implicit_tls and self.tls) else None
         for _ in range(5):
             self.port = _free_port()
@@ -280,6 +274,9 @@ class _HTTPServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; without TCP_NODELAY, Nagle and
+            # delayed ACKs hold every response back ~40 ms.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -299,15 +296,11 @@ class _HTTPServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -424,9 +417,7 @@ class WebhookReceiver(_HTTPServer):
         if self.secret is None:
             return True
         ts = req.headers.get(self.timestamp_header, "")
-        expected = (
-            "sha256=" + hmac.new(self.secret, ts.encode() + b"." + req.body, hashlib.sha256).hexdigest()
-        )
+        expected = "sha256=" + hmac.new(self.secret, ts.encode() + b"." + req.body, hashlib.sha256).hexdigest()
         return bool(ts) and hmac.compare_digest(expected, req.headers.get(self.signature_header, ""))
 
     def handle(self, req: Request) -> Reply:
