@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from storywatch.settings.base import Secret, Section
 
@@ -51,10 +51,27 @@ class BusSettings(Section):
 
 
 class StoreSettings(Section):
-    kind: Literal["sqlite"] = "sqlite"
-    """The state store implementation."""
+    kind: Literal["sqlite", "postgres"] = "sqlite"
+    """sqlite: a file on this machine; postgres: a PostgreSQL database shared by replicas."""
     path: Path = Path("var/state.db")
     """The SQLite state store file."""
+    # postgres
+    dsn: Secret | None = None
+    """PostgreSQL: libpq URL or key=value string, as {env: NAME} or {file: PATH} (it may hold a password)."""
+    pool_size: int = Field(4, ge=1, le=100)
+    """PostgreSQL: most connections one process opens (one per thread inside a transaction)."""
+    pool_timeout_s: float = Field(10.0, gt=0, le=600)
+    """PostgreSQL: how long a thread waits for a free connection before the store fails."""
+    connect_timeout_s: int = Field(10, ge=2, le=600)
+    """PostgreSQL: how long opening a connection may take."""
+    statement_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """PostgreSQL: longest a statement (including a wait for a lock) may run."""
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StoreSettings:
+        if self.kind == "postgres" and self.dsn is None:
+            raise ValueError("store.kind postgres needs store.dsn, e.g. {env: STORYWATCH_PG_DSN}")
+        return self
 
 
 class LogSettings(Section):
