@@ -19,7 +19,20 @@ def _sqlite(settings: StoreSettings) -> Store:
     return SQLiteStore(settings.path)
 
 
-STORES: dict[str, Callable[[StoreSettings], Store]] = {"sqlite": _sqlite}
+def _postgres(settings: StoreSettings) -> Store:
+    from storywatch.store.postgres import PostgresStore
+
+    assert settings.dsn is not None  # the settings validator requires it
+    return PostgresStore(
+        settings.dsn.get_secret_value(),
+        pool_size=settings.pool_size,
+        pool_timeout_s=settings.pool_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        statement_timeout_s=settings.statement_timeout_s,
+    )
+
+
+STORES: dict[str, Callable[[StoreSettings], Store]] = {"sqlite": _sqlite, "postgres": _postgres}
 
 
 def make_store(settings: StoreSettings) -> Store:
