@@ -24,6 +24,7 @@ from storywatch.schema import Article
 
 MAX_SUMMARY_CHARS = 4000
 _WORDS = re.compile(r"\w+", re.UNICODE)
+_BLOCK_END = re.compile(r"<(br|hr|/p|/div|/li|/h[1-6]|/tr|/td|/th|/blockquote|/section|/article)\b[^>]*>", re.I)
 
 
 def html_to_text(value: str) -> str:
@@ -34,11 +35,12 @@ def html_to_text(value: str) -> str:
     """
     if "<" not in value and "&" not in value:
         return " ".join(value.split())
-    tree = HTMLParser(value)
+    # Block boundaries become spaces; inline markup ("<b>noon</b>.") must not.
+    tree = HTMLParser(_BLOCK_END.sub(r"\g<0> ", value))
     for node in tree.css("script, style, noscript, iframe, object"):
         node.decompose()
     root = tree.body or tree.root
-    text = root.text(separator=" ") if root is not None else ""
+    text = root.text(separator="") if root is not None else ""
     return " ".join(text.split())
 
 
@@ -78,13 +80,18 @@ class LanguageDetector:
         return str(lang), float(prob)
 
     def language(self, text: str, declared: str | None) -> str | None:
-        """Detected language if confident, else the feed's declared one, else a best guess."""
+        """Detected language if confident, else the feed's declared one, else None.
+
+        Headlines are short and langid is often unsure of them ("Absolute link" is 5%
+        English); a feed's ``<language>`` is the better guess then, and no answer is
+        better than a wrong one.
+        """
         lang, prob = self.detect(text)
-        if lang and (prob >= self.min_confidence or not declared):
+        if lang and prob >= self.min_confidence:
             return lang
         if declared:
             return declared.strip().lower().replace("_", "-").split("-")[0][:3] or None
-        return lang
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,10 @@ def parse_feed(
             "the document declares XML entities in its DOCTYPE (an entity-expansion attack such as "
             "'billion laughs'?); refused without parsing",
         )
+    if head.lstrip()[:1] in (b"{", b"["):
+        raise FeedParseError(
+            feed_url, "got a JSON document (a JSON Feed?); storywatch reads RSS, Atom and RSS 1.0 (RDF) feeds"
+        )
     if _HTML_START.match(head) or (content_type.startswith("text/html") and b"<rss" not in head[:2048]):
         suggestion = discover_feed(body, feed_url)
         hint = f"; the page advertises a feed at {suggestion}" if suggestion else "; look for the site's RSS link"

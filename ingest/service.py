@@ -24,6 +24,7 @@ from typing import Any
 from ingest.dedup import NS_SEEN, SeenStore
 from ingest.fetch import Fetcher
 from ingest.hosts import HostLimiter
+from ingest.normalise import LanguageDetector
 from ingest.poll import FeedSpec, Poller, PollOutcome
 from ingest.schedule import FeedState, Transition, after_failure, after_success, deferred
 from ingest.urls import url_host
@@ -71,6 +72,7 @@ class IngestService:
         *,
         rng: random.Random | None = None,
         fetcher: Fetcher | None = None,
+        langs: LanguageDetector | None = None,
     ):
         self.settings = settings
         self.cfg = settings.ingest
@@ -81,7 +83,7 @@ class IngestService:
         self.specs = [s for s in feed_specs(settings) if s.enabled]
         self.fetcher = fetcher or Fetcher(self.cfg)
         self.limiter = HostLimiter(self.cfg.per_host_concurrency, self.cfg.per_host_min_gap_s)
-        self.poller = Poller(self.cfg, self.fetcher, self.limiter, clock)
+        self.poller = Poller(self.cfg, self.fetcher, self.limiter, clock, langs)
         self.seen = SeenStore(store, self.cfg.seen_capacity)
         bus.ensure_topics([self.topics.raw_articles, self.topics.feed_health])
         self.producer = bus.producer()
