@@ -66,7 +66,7 @@ class EmbeddedBus:
         self._new_data = threading.Condition()
         try:
             self._conn = _connect(self.path)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise BusError(f"cannot open embedded bus at {self.path}: {exc}") from exc
         self._closed = False
 
