@@ -63,9 +63,7 @@ def list_alerts(settings: Settings, store: Store, state: str | None, as_json: bo
     return 0
 
 
-def retry_alert(
-    settings: Settings, store: Store, delivery_id: str, out: TextIO, clock: Clock | None = None
-) -> int:
+def retry_alert(settings: Settings, store: Store, delivery_id: str, out: TextIO, clock: Clock | None = None) -> int:
     """Put a dead or failed delivery (id, unique id prefix, or delivery key) back to
     pending with fresh attempts; a running alerts stage picks it up within seconds."""
     dlog = delivery_log(settings, store)

@@ -43,9 +43,7 @@ TERMINAL = ("sent", "dead", "digested")
 _SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
-def new_delivery(
-    planned: Planned, channel: str, now: datetime, hold: datetime | None, position: str = ""
-) -> Doc:
+def new_delivery(planned: Planned, channel: str, now: datetime, hold: datetime | None, position: str = "") -> Doc:
     """The document recording that ``planned`` is to go to ``channel``.
 
     ``order`` sorts deliveries in the order their events arrived: the recording time,

@@ -126,7 +126,5 @@ def slack_blocks(header: str, body: str, context: str) -> list[dict[str, Any]]:
         sections = [*sections[: room - 1], f"_… {dropped} more sections not shown_"]
     blocks.extend({"type": "section", "text": {"type": "mrkdwn", "text": s}} for s in sections)
     if context:
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context[:SLACK_SECTION_MAX]}]}
-        )
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:SLACK_SECTION_MAX]}]})
     return blocks

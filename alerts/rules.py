@@ -175,9 +175,7 @@ class RuleEngine:
             state.severity = absorbed.severity
         absorbed.merged_into = state.story_id
 
-    def _pending_matches(
-        self, ev: StoryEvent, state: StoryState, topics: dict[str, TopicState]
-    ) -> list[Planned]:
+    def _pending_matches(self, ev: StoryEvent, state: StoryState, topics: dict[str, TopicState]) -> list[Planned]:
         rules = self.cfg.rules
         out = []
         for name in sorted(state.pending):
@@ -202,9 +200,7 @@ class RuleEngine:
             channels = self.topic_channels(m)
             if not channels:
                 continue
-            alert = self._alert(
-                ev, rule, title, match=m, why=match_why(m), severity=severity, channels=channels
-            )
+            alert = self._alert(ev, rule, title, match=m, why=match_why(m), severity=severity, channels=channels)
             out.append(Planned(alert, channels, self._parents(state, channels)))
         return out
 

@@ -80,7 +80,7 @@ def hold_until(channel: ChannelBase, severity: str, now: datetime) -> datetime |
     d = channel.digest
     if d is not None and severity not in d.bypass_severity:
         release = digest_release(d.window_s, now)
-        if q is not None:
+        if q is not None and severity not in q.bypass_severity:
             release = quiet_until(q, release) or release
         return release
     return None

@@ -91,9 +91,7 @@ class AlertsService:
 
     def _io(self) -> tuple[Consumer, Producer]:
         if self._consumer is None:
-            self._consumer = self.bus.consumer(
-                self.cfg.group, [self._topics.story_events, self._topics.feed_health]
-            )
+            self._consumer = self.bus.consumer(self.cfg.group, [self._topics.story_events, self._topics.feed_health])
         if self._producer is None:
             self._producer = self.bus.producer()
         return self._consumer, self._producer
@@ -110,11 +108,7 @@ class AlertsService:
             wait = 0.0
         records = consumer.poll(self.cfg.batch_size, wait)
         handled = self._ingest(records) if records else 0
-        if (
-            records
-            or not self._due_known
-            or (self._next_due is not None and self._next_due <= self.clock.now())
-        ):
+        if records or not self._due_known or (self._next_due is not None and self._next_due <= self.clock.now()):
             handled += self.deliver_due()
         return handled
 
@@ -176,9 +170,7 @@ class AlertsService:
         absorbed = None
         if ev.type == "merged" and ev.merged_from and ev.merged_from != ev.story_id:
             absorbed = StoryState.from_doc(ev.merged_from, self.store.get(NS_STORIES, ev.merged_from))
-        names = (
-            set(self.engine.topics_of(ev)) | set(state.pending) | set(absorbed.pending if absorbed else ())
-        )
+        names = set(self.engine.topics_of(ev)) | set(state.pending) | set(absorbed.pending if absorbed else ())
         topics = {n: TopicState.from_doc(n, self.store.get(NS_TOPICS, n)) for n in sorted(names)}
         try:
             plans = self.engine.on_story_event(ev, state, topics, absorbed)
@@ -248,9 +240,7 @@ class AlertsService:
         attempted = 0
         for doc in docs:
             chcfg = self.cfg.channels.get(doc["channel"])
-            wait = self.limiter.wait_s(
-                doc["channel"], chcfg.rate_budget if chcfg else None, self.clock.monotonic()
-            )
+            wait = self.limiter.wait_s(doc["channel"], chcfg.rate_budget if chcfg else None, self.clock.monotonic())
             if wait > 0:
                 soonest = _earliest(soonest, now + timedelta(seconds=wait))
                 continue

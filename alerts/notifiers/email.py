@@ -65,9 +65,7 @@ class EmailNotifier:
         try:
             smtp: smtplib.SMTP
             if cfg.security == "tls":
-                smtp = smtplib.SMTP_SSL(
-                    cfg.host, cfg.port, timeout=cfg.timeout_s, context=self._tls_context()
-                )
+                smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_s, context=self._tls_context())
             else:
                 smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s)
             with smtp:
@@ -77,17 +75,11 @@ class EmailNotifier:
                     smtp.login(cfg.username, password)
                 refused = smtp.send_message(em)
         except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(
-                self.name, f"SMTP authentication failed ({exc.smtp_code})", permanent=True
-            ) from None
+            raise DeliveryError(self.name, f"SMTP authentication failed ({exc.smtp_code})", permanent=True) from None
         except smtplib.SMTPRecipientsRefused:
             raise DeliveryError(self.name, "every recipient was refused", permanent=True) from None
         except smtplib.SMTPResponseException as exc:
-            detail = (
-                exc.smtp_error.decode(errors="replace")
-                if isinstance(exc.smtp_error, bytes)
-                else exc.smtp_error
-            )
+            detail = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
             raise DeliveryError(
                 self.name, f"SMTP error {exc.smtp_code}: {detail}", permanent=500 <= exc.smtp_code < 600
             ) from None

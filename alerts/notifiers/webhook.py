@@ -54,9 +54,7 @@ class WebhookNotifier:
             self.cfg.timestamp_header: ts,
         }
         if self.cfg.signing_secret is not None:
-            headers[self.cfg.signature_header] = sign(
-                self.cfg.signing_secret.get_secret_value().encode(), ts, body
-            )
+            headers[self.cfg.signature_header] = sign(self.cfg.signing_secret.get_secret_value().encode(), ts, body)
         try:
             resp = self._client.post(self.cfg.url.get_secret_value(), content=body, headers=headers)
         except httpx.HTTPError as exc:
