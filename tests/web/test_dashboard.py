@@ -1,0 +1,89 @@
+"""The dashboard over a populated store: every page, escaping, and a real browser's view."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.web.browser import dump_dom, screenshot
+from tests.web.conftest import Dashboard
+from tests.web.fixtures import EVIL
+
+PAGES = [
+    ("/", ["Live stories", "North Korea fires ballistic missile", "missile launches", "closest to example"]),
+    ("/?sort=growing", ["Fastest growing", "Storm closes mountain passes"]),
+    ("/stories/s-missile", ["Growth", "<svg", "independent sources", "Coast Radio", "missile launches"]),
+    ("/timeline", ["Story growth", "Topic activity", "<svg", "port disasters"]),
+    ("/feeds", ["World Wire", "The Daily Ledger", "HTTP 503", "Gone Gazette", "failing"]),
+    ("/alerts", ["Alert log", "missile launches: North Korea", "sent"]),
+    ("/alerts?state=sent", ["missile launches: North Korea"]),
+    ("/alerts?state=dead", ["No alerts in state dead"]),
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), PAGES, ids=[p for p, _ in PAGES])
+def test_page_renders(dashboard: Dashboard, path: str, expected: list[str]) -> None:
+    resp = dashboard.client.get(path)
+    assert resp.status_code == 200
+    html = resp.get_data(as_text=True)
+    for text in expected:
+        assert text in html, f"{text!r} missing from {path}"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/stories/no-such-story", 404), ("/alerts?state=bogus", 400), ("/nowhere", 404)],
+    ids=["unknown-story", "unknown-state", "unknown-page"],
+)
+def test_errors(dashboard: Dashboard, path: str, status: int) -> None:
+    assert dashboard.client.get(path).status_code == status
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+def test_read_only(dashboard: Dashboard, method: str) -> None:
+    assert getattr(dashboard.client, method)("/").status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/", "/stories/s-fire", "/timeline", "/alerts"])
+def test_titles_are_escaped(dashboard: Dashboard, path: str) -> None:
+    html = dashboard.client.get(path).get_data(as_text=True)
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;" in html
+    assert "javascript:" not in html
+
+
+def test_security_headers(dashboard: Dashboard) -> None:
+    resp = dashboard.client.get("/")
+    assert "script-src" not in resp.headers["Content-Security-Policy"]
+    assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_browser_shows_script_title_as_text(dashboard: Dashboard) -> None:
+    dom = dump_dom(dashboard.url)
+    # The browser parsed the page: the title is text inside the heading, not an element.
+    assert "<script" not in dom.lower()
+    headings = re.findall(r'<h2><a href="/stories/([^"]+)">(.*?)</a></h2>', dom)
+    assert ("s-fire", EVIL.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")) in headings
+    assert "javascript:" not in dom
+    assert dom.count('class="story"') == 4
+
+
+def test_browser_draws_the_timeline(dashboard: Dashboard) -> None:
+    dom = dump_dom(dashboard.url + "timeline")
+    assert dom.count("<svg") == 2
+    paths = re.findall(r'<path class="line (s\d)" d="(M[^"]+)"', dom)
+    assert len(paths) == 4 + 2  # four stories, two topics
+    assert "North Korea fires ballistic missile toward Japan" in dom
+
+
+def test_browser_screenshot(dashboard: Dashboard, shots: Path) -> None:
+    png = screenshot(dashboard.url, shots / "dashboard.png", (1280, 900))
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", head[16:24])
+    assert (width, height) == (1280, 900)
+    assert png.stat().st_size > 20_000  # a rendered page, not a blank one
