@@ -77,6 +77,7 @@ class PostgresServer:
         self._names = itertools.count(1)
         self._as_root = os.geteuid() == 0
         self._running = False
+        self._opts = ""
 
     # -- process -----------------------------------------------------------------
 
@@ -128,7 +129,7 @@ class PostgresServer:
         pwfile.unlink()
         for attempt in range(3):
             self.port = _free_port()
-            opts = " ".join(
+            self._opts = opts = " ".join(
                 [
                     f"-p {self.port}",
                     f"-c listen_addresses={self.host}",
@@ -151,6 +152,13 @@ class PostgresServer:
                     self.stop()
                     raise
         raise AssertionError("unreachable")
+
+    def restart(self) -> None:
+        """Stop (dropping every connection) and start again on the same port."""
+        self._run(
+            str(self.bindir / "pg_ctl"), "restart", "-D", str(self.dir / "data"), "-m", "fast",
+            "-l", str(self.dir / "server.log"), "-o", self._opts, "-w", "-t", "60",
+        )  # fmt: skip
 
     def stop(self) -> None:
         if self._dir is None:
