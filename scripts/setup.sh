@@ -27,4 +27,13 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
     echo "warning: PostgreSQL server binaries missing; install the 'postgresql' package for the store tests" >&2
   fi
 fi
+# The dashboard's tests drive Debian's headless Chromium.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  else
+    echo "warning: /usr/bin/chromium missing; install the 'chromium' package for the dashboard tests" >&2
+  fi
+fi
 echo "setup done: activate with 'source .venv/bin/activate'"
