@@ -1,0 +1,370 @@
+"""The Kafka bus (kafka-python): the distributed deployment, one cluster shared by every stage.
+
+The producer waits for every in-sync replica (``acks="all"``), retries transient
+failures, and is idempotent when the broker supports it (kafka-python 3 turns
+idempotence on by default and turns it off, with a warning, for brokers older than
+0.11), so a retry cannot write a message twice. Records are partitioned by the murmur2
+hash of their key, the same hash the Java client uses, so one story's events stay in
+order whichever client wrote them.
+
+Consumers never auto-commit: :meth:`KafkaBusConsumer.commit` commits the position after
+the last record each partition returned from ``poll``. Every failure the broker reports
+becomes a :class:`BusError` naming the bootstrap servers, so that an operator sees
+*which* cluster was unreachable rather than a kafka-python stack trace.
+
+Example::
+
+    bus = KafkaBus.from_settings(settings.bus)
+    bus.ensure_topics([settings.bus.topics.raw_articles])
+    consumer = bus.consumer("enrich", [settings.bus.topics.raw_articles])
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import kafka
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from storywatch.bus.base import Record
+from storywatch.errors import BusError
+from storywatch.logs import kv
+
+if TYPE_CHECKING:
+    from storywatch.settings import BusSettings
+
+log = logging.getLogger("storywatch.bus.kafka")
+
+T = TypeVar("T")
+
+_KAFKA_MAJOR = int(kafka.__version__.split(".")[0])
+
+
+def _client_options(settings: BusSettings) -> dict[str, Any]:
+    """kafka-python options every client shares: where the cluster is, how to reach it, timeouts."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": list(settings.bootstrap_servers),
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+        # kafka-python 3 gives up bootstrapping after this long; without it a wrong
+        # address would hang for the library's 30 s default regardless of our settings.
+        "bootstrap_timeout_ms": settings.request_timeout_ms,
+        "reconnect_backoff_max_ms": 10_000,
+    }
+    if settings.sasl_mechanism is not None:
+        opts["sasl_mechanism"] = settings.sasl_mechanism
+        opts["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            opts["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(settings, key)
+        if value is not None:
+            opts[key] = str(value)
+    return opts
+
+
+class KafkaBus:
+    """Factory for Kafka producers and consumers, configured once from :class:`BusSettings`.
+
+    Connecting is retried ``connect_attempts`` times with doubling backoff, because
+    in docker-compose a stage often starts a moment before the broker answers; after
+    that the error is a :class:`BusError`, and the service exits for its supervisor
+    to restart it.
+    """
+
+    def __init__(
+        self,
+        settings: BusSettings,
+        *,
+        connect_attempts: int = 3,
+        connect_backoff_s: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.settings = settings
+        self.servers = ",".join(settings.bootstrap_servers)
+        self._options = _client_options(settings)
+        self._attempts = max(1, connect_attempts)
+        self._backoff_s = connect_backoff_s
+        self._sleep = sleep
+        self._admin: KafkaAdminClient | None = None
+        self._known_topics: set[str] = set()
+        self._producers: list[KafkaBusProducer] = []
+        self._consumers: list[KafkaBusConsumer] = []
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: BusSettings) -> KafkaBus:
+        return cls(settings)
+
+    def _connect(self, what: str, factory: Callable[[], T]) -> T:
+        if self._closed:
+            raise BusError(f"Kafka bus for {self.servers} is closed")
+        last: KafkaError | None = None
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return factory()
+            except KafkaError as exc:
+                last = exc
+                if not exc.retriable or attempt == self._attempts:
+                    break
+                log.warning(
+                    "cannot reach Kafka, retrying",
+                    extra=kv(bootstrap_servers=self.servers, client=what, attempt=attempt, error=str(exc)),
+                )
+                self._sleep(self._backoff_s * 2 ** (attempt - 1))
+        raise BusError(f"cannot connect {what} to Kafka at {self.servers}: {last}") from last
+
+    def _admin_client(self) -> KafkaAdminClient:
+        if self._admin is None:
+            self._admin = self._connect("admin client", lambda: KafkaAdminClient(**self._options))
+        return self._admin
+
+    def producer(self) -> KafkaBusProducer:
+        opts = dict(self._options, acks="all", retries=5, linger_ms=5, max_block_ms=self.settings.request_timeout_ms)
+        # delivery_timeout_ms bounds retries in time; kafka-python requires it to cover
+        # one request plus the linger.
+        opts["delivery_timeout_ms"] = max(120_000, self.settings.request_timeout_ms + 5)
+        if _KAFKA_MAJOR < 3:
+            opts["enable_idempotence"] = True
+        producer = KafkaBusProducer(self._connect("producer", lambda: KafkaProducer(**opts)), self.servers)
+        self._producers.append(producer)
+        return producer
+
+    def consumer(self, group: str, topics: Sequence[str]) -> KafkaBusConsumer:
+        self.ensure_topics(topics)
+        s = self.settings
+        opts = dict(
+            self._options,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            # Three heartbeats per session, as Kafka recommends, but no slower than its default.
+            heartbeat_interval_ms=max(100, min(3000, s.session_timeout_ms // 3)),
+        )
+        client = self._connect("consumer", lambda: KafkaConsumer(**opts))
+        consumer = KafkaBusConsumer(client, group, list(topics), self.servers)
+        self._consumers.append(consumer)
+        return consumer
+
+    def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Create the topics that do not exist yet, with the configured partitions and replication."""
+        wanted = [t for t in dict.fromkeys(topics) if t not in self._known_topics]
+        if not wanted:
+            return
+        admin = self._admin_client()
+        try:
+            existing = set(admin.list_topics())
+            missing = [t for t in wanted if t not in existing]
+            if missing:
+                spec = {
+                    "num_partitions": self.settings.partitions,
+                    "replication_factor": self.settings.replication_factor,
+                }
+                result = admin.create_topics(
+                    {t: dict(spec) for t in missing}, timeout_ms=self.settings.request_timeout_ms, raise_errors=False
+                )
+                for entry in result.get("topics", []):
+                    code = entry.get("error_code", 0)
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        raise BusError(
+                            f"cannot create topic {entry.get('name')!r} on Kafka at {self.servers}: "
+                            f"error {code} {entry.get('error_message') or ''}".rstrip()
+                        )
+                admin.wait_for_topics(missing, timeout_ms=self.settings.request_timeout_ms)
+                log.info(
+                    "created topics",
+                    extra=kv(
+                        topic=",".join(missing), partitions=self.settings.partitions, bootstrap_servers=self.servers
+                    ),
+                )
+        except KafkaError as exc:
+            raise BusError(f"cannot create topics {wanted} on Kafka at {self.servers}: {exc}") from exc
+        self._known_topics.update(wanted)
+
+    def close(self) -> None:
+        """Close every client this bus made; consumers do not commit, producers flush first."""
+        if self._closed:
+            return
+        self._closed = True
+        for consumer in self._consumers:
+            consumer.close()
+        for producer in self._producers:
+            try:
+                producer.close()
+            except BusError as exc:
+                log.warning("unflushed messages lost on close", extra=kv(error=str(exc)))
+        if self._admin is not None:
+            self._admin.close()
+
+
+class KafkaBusProducer:
+    """Sends asynchronously; :meth:`flush` waits and reports any message the broker refused.
+
+    The futures of every send since the last flush are kept, because kafka-python's own
+    ``flush`` returns normally even when some sends failed.
+    """
+
+    def __init__(self, producer: KafkaProducer, servers: str):
+        self._producer = producer
+        self._servers = servers
+        self._pending: list[tuple[str, Any]] = []
+        self._closed = False
+
+    def publish(self, topic: str, key: str | None, value: bytes) -> None:
+        try:
+            future = self._producer.send(topic, value=value, key=None if key is None else key.encode("utf-8"))
+        except KafkaError as exc:
+            raise BusError(f"cannot publish to {topic!r} on Kafka at {self._servers}: {exc}") from exc
+        self._pending.append((topic, future))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Return once the broker has acknowledged every message published so far.
+
+        On a timeout the messages stay pending (kafka-python keeps sending them) and the
+        next flush checks them again. Messages the broker refused are dropped: the caller
+        must not commit the input they came from, so that it is processed again.
+        """
+        pending, self._pending = self._pending, []
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaTimeoutError as exc:
+            self._pending = [p for p in pending if not p[1].is_done] + self._pending
+            raise BusError(
+                f"Kafka at {self._servers} did not acknowledge {len(self._pending)} messages within {timeout:g}s"
+            ) from exc
+        except KafkaError as exc:
+            raise BusError(f"flush to Kafka at {self._servers} failed: {exc}") from exc
+        failed = [(topic, fut) for topic, fut in pending if not fut.is_done or fut.failed()]
+        if failed:
+            topic, fut = failed[0]
+            reason = fut.exception if fut.is_done else "not acknowledged"
+            raise BusError(
+                f"{len(failed)} of {len(pending)} messages were not written to Kafka at {self._servers} "
+                f"(first: topic {topic!r}: {reason})"
+            )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            self._producer.close(timeout=5)
+
+
+class _ForgetRevoked(ConsumerRebalanceListener):
+    """Drops uncommitted positions of partitions taken away in a rebalance.
+
+    Their records go to the partition's new owner (at-least-once); committing them from
+    here would either fail or skip records that owner has not processed.
+    """
+
+    def __init__(self, pending: dict[TopicPartition, int]):
+        self._pending = pending
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self._pending.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+
+class KafkaBusConsumer:
+    """One member of a consumer group; partitions are split between the group's members."""
+
+    def __init__(self, consumer: KafkaConsumer, group: str, topics: list[str], servers: str):
+        self._consumer = consumer
+        self.group = group
+        self.topics = topics
+        self._servers = servers
+        self._pending: dict[TopicPartition, int] = {}
+        self._closed = False
+        try:
+            consumer.subscribe(topics, listener=_ForgetRevoked(self._pending))
+        except KafkaError as exc:
+            raise BusError(f"cannot subscribe group {group!r} to {topics} on Kafka at {servers}: {exc}") from exc
+
+    def poll(self, max_records: int = 100, timeout: float = 1.0) -> list[Record]:
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise BusError(f"poll of group {self.group!r} on Kafka at {self._servers} failed: {exc}") from exc
+        out: list[Record] = []
+        for tp, records in batches.items():
+            for r in records:
+                key = None if r.key is None else r.key.decode("utf-8", errors="replace")
+                out.append(Record(r.topic, r.partition, r.offset, key, r.value or b"", r.timestamp))
+            if records:
+                self._pending[tp] = records[-1].offset + 1
+        return out
+
+    def commit(self) -> None:
+        if not self._pending:
+            return
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._pending.items()}
+        try:
+            self._consumer.commit(offsets=offsets)
+        except CommitFailedError as exc:
+            # The group moved these partitions to another member while we worked; it
+            # will process the records again, which stages tolerate.
+            log.warning(
+                "commit rejected after a rebalance; records will be redelivered",
+                extra=kv(group=self.group, bootstrap_servers=self._servers, error=str(exc)),
+            )
+            self._pending.clear()
+            return
+        except KafkaError as exc:
+            raise BusError(f"commit of group {self.group!r} on Kafka at {self._servers} failed: {exc}") from exc
+        for tp, meta in offsets.items():
+            if self._pending.get(tp) == meta.offset:
+                del self._pending[tp]
+
+    def lag(self) -> int | None:
+        """Records of the subscribed topics the group has not committed, over all partitions.
+
+        The end of a partition is the larger of the ListOffsets answer and the high
+        watermark of the last fetch: some Kafka-protocol brokers (tansu) answer ListOffsets
+        with the start of the last batch plus one.
+        """
+        c = self._consumer
+        try:
+            tps = [TopicPartition(t, p) for t in self.topics for p in sorted(c.partitions_for_topic(t) or ())]
+            if not tps:
+                return None
+            ends = c.end_offsets(tps)
+            starts = c.beginning_offsets(tps)
+            assigned = c.assignment()
+            total = 0
+            for tp in tps:
+                end = ends.get(tp) or 0
+                if tp in assigned:
+                    end = max(end, c.highwater(tp) or 0)
+                committed = c.committed(tp)
+                done = committed if committed is not None else starts.get(tp) or 0
+                total += max(0, end - done)
+            return total
+        except KafkaError as exc:
+            log.warning(
+                "cannot compute lag", extra=kv(group=self.group, bootstrap_servers=self._servers, error=str(exc))
+            )
+            return None
+
+    def close(self) -> None:
+        """Leave the group without committing: what was polled but not committed is redelivered."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._consumer.close(autocommit=False)
+        except KafkaError as exc:
+            log.warning("error closing consumer", extra=kv(group=self.group, error=str(exc)))
