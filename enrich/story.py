@@ -1,0 +1,250 @@
+"""One story's running state, and the plain snapshot handed to callers.
+
+A story is summarised, never stored whole: a centroid (sum of its articles' unit
+vectors), counts of the terms its articles use, a few recent vectors and title
+fingerprints for near-duplicate checks, recent times for velocity, and running
+statistics of how close its articles came to it when they joined (its cohesion).
+Memory per story is bounded whatever its size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+_NON_WORD = re.compile(r"[\W_]+")
+_MAX_FINGERPRINTS = 64
+_MAX_TIMES = 512
+
+
+def fingerprint(text: str) -> str:
+    """A short hash of ``text`` with case, punctuation and spacing ignored ('' for empty text)."""
+    norm = _NON_WORD.sub(" ", text.lower()).strip()
+    return hashlib.blake2b(norm.encode(), digest_size=8).hexdigest() if norm else ""
+
+
+@dataclass(frozen=True)
+class StoryState:
+    """What a caller sees of a story after an assignment (plain data, safe to keep)."""
+
+    story_id: str
+    headline: str
+    key_terms: tuple[str, ...]
+    entities: tuple[str, ...]
+    first_seen: datetime
+    last_seen: datetime
+    article_count: int
+    duplicate_count: int
+    source_count: int
+    sources: tuple[str, ...]
+    velocity: float
+    cohesion: float
+    dormant: bool
+
+
+class Story:
+    """Mutable running state of one story; owned by :class:`enrich.cluster.StoryClusterer`."""
+
+    def __init__(self, story_id: str, label: int, dim: int) -> None:
+        self.id = story_id
+        self.label = label
+        self.vec_sum = np.zeros(dim, dtype=np.float64)
+        self.vec_count = 0
+        self.recent: deque[np.ndarray] = deque()
+        self.fingerprints: deque[str] = deque()
+        self.term_counts: dict[str, int] = {}
+        self.entity_terms: set[str] = set()
+        self.headline = ""
+        self.headline_vec: np.ndarray | None = None
+        self.first_seen = datetime.max.replace(tzinfo=UTC)
+        self.last_seen = datetime.min.replace(tzinfo=UTC)
+        self.article_count = 0
+        self.duplicate_count = 0
+        self.sources: dict[str, int] = {}
+        self.times: deque[datetime] = deque()
+        self.sim_n = 0
+        self.sim_mean = 0.0
+        self.sim_m2 = 0.0
+
+    @property
+    def centroid(self) -> np.ndarray:
+        norm = float(np.linalg.norm(self.vec_sum))
+        out = self.vec_sum / norm if norm > 0 else self.vec_sum
+        return out.astype(np.float32)
+
+    @property
+    def cohesion(self) -> tuple[float, float]:
+        """Mean and standard deviation of the similarities at which articles joined."""
+        if self.sim_n < 2:
+            return self.sim_mean, 0.0
+        return self.sim_mean, math.sqrt(self.sim_m2 / (self.sim_n - 1))
+
+    def add_time(self, at: datetime, source: str | None, max_sources: int) -> None:
+        self.article_count += 1
+        self.first_seen = min(self.first_seen, at)
+        self.last_seen = max(self.last_seen, at)
+        self.times.append(at)
+        if len(self.times) > _MAX_TIMES:
+            self.times.popleft()
+        if source:
+            if source in self.sources:
+                self.sources[source] += 1
+            elif len(self.sources) < max_sources:
+                self.sources[source] = 1
+
+    def add_content(
+        self,
+        vec: np.ndarray,
+        terms: dict[str, bool],
+        title: str,
+        similarity: float | None,
+        recent_vectors: int,
+        profile_terms: int,
+    ) -> None:
+        """Fold a new (not duplicate) article into the centroid, profile and cohesion."""
+        self.vec_sum += vec
+        self.vec_count += 1
+        if recent_vectors:
+            self.recent.append(vec.astype(np.float16))
+            while len(self.recent) > recent_vectors:
+                self.recent.popleft()
+        for t, ent in terms.items():
+            self.term_counts[t] = self.term_counts.get(t, 0) + 1
+            if ent:
+                self.entity_terms.add(t)
+        if len(self.term_counts) > 2 * profile_terms:
+            self.prune_terms(profile_terms)
+        if similarity is not None:
+            self.sim_n += 1
+            delta = similarity - self.sim_mean
+            self.sim_mean += delta / self.sim_n
+            self.sim_m2 += delta * (similarity - self.sim_mean)
+        self.consider_headline(title, vec)
+
+    def prune_terms(self, keep: int) -> None:
+        top = sorted(self.term_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
+        self.term_counts = dict(top)
+        self.entity_terms &= self.term_counts.keys()
+
+    def consider_headline(self, title: str, vec: np.ndarray | None) -> None:
+        """Keep as headline the title whose article is closest to the current centroid."""
+        if not title.strip():
+            return
+        if self.headline_vec is None or vec is None:
+            if not self.headline:
+                self.headline, self.headline_vec = title.strip(), vec
+            return
+        c = self.vec_sum
+        if float(vec @ c) > float(self.headline_vec.astype(np.float64) @ c):
+            self.headline, self.headline_vec = title.strip(), vec
+
+    def add_fingerprint(self, fp: str) -> None:
+        if fp and fp not in self.fingerprints:
+            self.fingerprints.append(fp)
+            if len(self.fingerprints) > _MAX_FINGERPRINTS:
+                self.fingerprints.popleft()
+
+    def velocity(self, window: timedelta) -> float:
+        """Articles per hour published in ``window`` before the story's latest article."""
+        start = self.last_seen - window
+        recent = sum(1 for t in self.times if t > start)
+        return recent / (window.total_seconds() / 3600.0)
+
+    def absorb(self, other: Story, recent_vectors: int, profile_terms: int, max_sources: int) -> None:
+        """Fold ``other`` into this story (a merge); ``other`` is then discarded."""
+        self.vec_sum += other.vec_sum
+        self.vec_count += other.vec_count
+        self.recent.extend(other.recent)
+        while len(self.recent) > recent_vectors:
+            self.recent.popleft()
+        for fp in other.fingerprints:
+            self.add_fingerprint(fp)
+        for t, n in other.term_counts.items():
+            self.term_counts[t] = self.term_counts.get(t, 0) + n
+        self.entity_terms |= other.entity_terms
+        if len(self.term_counts) > 2 * profile_terms:
+            self.prune_terms(profile_terms)
+        self.first_seen = min(self.first_seen, other.first_seen)
+        self.last_seen = max(self.last_seen, other.last_seen)
+        self.article_count += other.article_count
+        self.duplicate_count += other.duplicate_count
+        for s, n in other.sources.items():
+            if s in self.sources:
+                self.sources[s] += n
+            elif len(self.sources) < max_sources:
+                self.sources[s] = n
+        self.times = deque(sorted([*self.times, *other.times])[-_MAX_TIMES:])
+        n = self.sim_n + other.sim_n
+        if n:
+            delta = other.sim_mean - self.sim_mean
+            mean = self.sim_mean + delta * other.sim_n / n
+            self.sim_m2 += other.sim_m2 + delta * delta * self.sim_n * other.sim_n / n
+            self.sim_mean, self.sim_n = mean, n
+        self.consider_headline(other.headline, other.headline_vec)
+
+    def state(self, key_terms: list[str], entities: list[str], velocity: float, dormant: bool) -> StoryState:
+        return StoryState(
+            story_id=self.id,
+            headline=self.headline,
+            key_terms=tuple(key_terms),
+            entities=tuple(entities),
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            article_count=self.article_count,
+            duplicate_count=self.duplicate_count,
+            source_count=len(self.sources),
+            sources=tuple(sorted(self.sources, key=lambda s: (-self.sources[s], s))),
+            velocity=velocity,
+            cohesion=self.cohesion[0],
+            dormant=dormant,
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "vec_sum": self.vec_sum.tolist(),
+            "vec_count": self.vec_count,
+            "recent": [v.astype(np.float32).tolist() for v in self.recent],
+            "fingerprints": list(self.fingerprints),
+            "term_counts": dict(self.term_counts),
+            "entity_terms": sorted(self.entity_terms),
+            "headline": self.headline,
+            "headline_vec": None if self.headline_vec is None else self.headline_vec.tolist(),
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "article_count": self.article_count,
+            "duplicate_count": self.duplicate_count,
+            "sources": dict(self.sources),
+            "times": [t.isoformat() for t in self.times],
+            "sim": [self.sim_n, self.sim_mean, self.sim_m2],
+        }
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> Story:
+        vec_sum = np.asarray(s["vec_sum"], dtype=np.float64)
+        story = cls(str(s["id"]), int(s["label"]), vec_sum.shape[0])
+        story.vec_sum = vec_sum
+        story.vec_count = int(s["vec_count"])
+        story.recent = deque(np.asarray(v, dtype=np.float16) for v in s["recent"])
+        story.fingerprints = deque(s["fingerprints"])
+        story.term_counts = {str(k): int(v) for k, v in s["term_counts"].items()}
+        story.entity_terms = set(s["entity_terms"])
+        story.headline = s["headline"]
+        hv = s["headline_vec"]
+        story.headline_vec = None if hv is None else np.asarray(hv, dtype=np.float32)
+        story.first_seen = datetime.fromisoformat(s["first_seen"])
+        story.last_seen = datetime.fromisoformat(s["last_seen"])
+        story.article_count = int(s["article_count"])
+        story.duplicate_count = int(s["duplicate_count"])
+        story.sources = {str(k): int(v) for k, v in s["sources"].items()}
+        story.times = deque(datetime.fromisoformat(t) for t in s["times"])
+        story.sim_n, story.sim_mean, story.sim_m2 = int(s["sim"][0]), float(s["sim"][1]), float(s["sim"][2])
+        return story
