@@ -71,7 +71,10 @@ class FeedServer:
         self.dynamic: Any = None  # callable(path, headers) -> Reply | None, used by bench mode
         self._httpd = ThreadingHTTPServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="feedserver")
+        self._httpd.block_on_close = False  # idle keep-alive connections must not delay stop()
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="feedserver"
+        )
 
     @property
     def port(self) -> int:
