@@ -192,7 +192,7 @@ class RuleEngine:
             ts.last_match_at = ev.at.isoformat()
             severity = self._severity(m)
             if rules.appears.enabled and quiet:
-                rule, title = f"topic_appears/{name}", f"{name} is in the news: {ev.story.headline}"
+                rule, title = f"topic_appears/{name}", f"New on {name}: {ev.story.headline}"
             elif rules.match.enabled:
                 rule, title = f"topic_match/{name}", f"{name}: {ev.story.headline}"
             else:
