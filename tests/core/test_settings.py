@@ -1,0 +1,288 @@
+"""Configuration: every error names the file, the dotted key and what was expected; secrets
+come only from the environment or a file and never show up in errors or dumps; includes
+and ``STORYWATCH__SECTION__KEY`` overrides compose as documented."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from storywatch.errors import ConfigError
+from storywatch.settings import Settings, load_settings
+
+MAIN = "storywatch.yaml"
+
+
+@dataclass(frozen=True)
+class Case:
+    files: dict[str, str]
+    expect: list[tuple[str, str, str]]
+    """(file, dotted key, part of the message); file is a name in ``files`` or an env var."""
+    environ: dict[str, str] = field(default_factory=dict)
+
+
+ERROR_CASES = {
+    "unknown-key": Case({MAIN: "bus:\n  kindd: kafka\n"}, [(MAIN, "bus.kindd", "Extra inputs are not permitted")]),
+    "unknown-section": Case({MAIN: "buss: {}\n"}, [(MAIN, "buss", "Extra inputs are not permitted")]),
+    "bad-choice": Case(
+        {MAIN: "bus:\n  kind: kafak\n"}, [(MAIN, "bus.kind", "Input should be 'embedded' or 'kafka' (got 'kafak')")]
+    ),
+    "below-minimum": Case(
+        {MAIN: "bus:\n  partitions: 0\n"}, [(MAIN, "bus.partitions", "greater than or equal to 1 (got 0)")]
+    ),
+    "wrong-type": Case(
+        {MAIN: "bus:\n  max_poll_interval_ms: soon\n"},
+        [(MAIN, "bus.max_poll_interval_ms", "valid integer")],
+    ),
+    "empty-list": Case({MAIN: "bus:\n  bootstrap_servers: []\n"}, [(MAIN, "bus.bootstrap_servers", "at least 1 item")]),
+    "every-problem-at-once": Case(
+        {MAIN: "bus:\n  kind: nope\nstore:\n  pathh: x.db\nlog:\n  level: LOUD\n"},
+        [
+            (MAIN, "bus.kind", "Input should be"),
+            (MAIN, "store.pathh", "Extra inputs"),
+            (MAIN, "log.level", "Input should be 'DEBUG'"),
+        ],
+    ),
+    "yaml-syntax": Case({MAIN: "bus: [unclosed\n"}, [(MAIN, "", "invalid YAML: line")]),
+    "not-a-mapping": Case({MAIN: "- bus\n- store\n"}, [(MAIN, "", "expected a mapping of sections, got list")]),
+    "missing-include": Case({MAIN: "include: [nope.yaml]\n"}, [("nope.yaml", "", "file not found")]),
+    "include-not-a-list": Case({MAIN: "include: {a: b}\n"}, [(MAIN, "include", "expected a list of file names")]),
+    "error-in-included-file": Case(
+        {MAIN: "include: [feeds.yaml]\n", "feeds.yaml": "feeds:\n  - url: ' '\n"},
+        [("feeds.yaml", "feeds.0.url", "url must not be blank")],
+    ),
+    "section-defined-twice": Case(
+        {MAIN: "include: [more.yaml]\nbus: {}\n", "more.yaml": "bus: {}\n"},
+        [("more.yaml", "bus", "section already defined in")],
+    ),
+    "include-from-include": Case(
+        {MAIN: "include: [a.yaml]\n", "a.yaml": "include: [b.yaml]\n", "b.yaml": "{}\n"},
+        [("a.yaml", "include", "included files cannot include others")],
+    ),
+    "channel-missing-field": Case(
+        {
+            MAIN: "include: [channels.yaml]\n",
+            "channels.yaml": "alerts:\n  channels:\n    mail:\n      kind: email\n      from_addr: a@b.c\n"
+            "      to: [x@y.z]\n",
+        },
+        [("channels.yaml", "alerts.channels.mail.host", "Field required")],
+    ),
+    "unknown-channel-kind": Case(
+        {MAIN: "alerts:\n  channels:\n    x:\n      kind: pager\n"},
+        [(MAIN, "alerts.channels.x", "expected tags: 'email', 'slack', 'webhook', 'console', 'file'")],
+    ),
+    "secret-env-unset": Case(
+        {MAIN: "alerts:\n  channels:\n    hook:\n      kind: webhook\n      url: {env: SW_TEST_UNSET}\n"},
+        [(MAIN, "alerts.channels.hook.url", "environment variable SW_TEST_UNSET is not set")],
+    ),
+    "secret-file-missing": Case(
+        {MAIN: "bus:\n  sasl_password: {file: /nonexistent/secret}\n"},
+        [(MAIN, "bus.sasl_password", "cannot read secret file /nonexistent/secret")],
+    ),
+    "secret-bad-shape": Case(
+        {MAIN: "bus:\n  sasl_password: {vault: x}\n"},
+        [(MAIN, "bus.sasl_password", "expected {env: VARIABLE_NAME} or {file: /path/to/secret}")],
+    ),
+    "env-override-invalid": Case(
+        {MAIN: "store: {}\n"},
+        [("STORYWATCH__BUS__KIND", "bus.kind", "Input should be 'embedded' or 'kafka' (got 'kafak')")],
+        environ={"STORYWATCH__BUS__KIND": "kafak"},
+    ),
+}
+
+
+def write_files(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return tmp_path / MAIN
+
+
+@pytest.mark.parametrize("case", ERROR_CASES.values(), ids=ERROR_CASES.keys())
+def test_config_errors_name_file_key_and_expectation(tmp_path: Path, case: Case) -> None:
+    path = write_files(tmp_path, case.files)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ=case.environ)
+    text = str(info.value)
+    for where, key, expected in case.expect:
+        file = (
+            f"environment variable {where}" if where.startswith("STORYWATCH__") else str((tmp_path / where).resolve())
+        )
+        if where == MAIN:
+            file = str(path)
+        matches = [p for p in info.value.problems if p[0] == file and p[1] == key and expected in p[2]]
+        assert matches, f"no problem ({file}, {key}, ...{expected}...) in {info.value.problems}"
+        assert (f"{file}: {key}: " if key else f"{file}: ") in text
+
+
+def test_cross_reference_errors_name_the_dotted_key(tmp_path: Path) -> None:
+    path = write_files(tmp_path, {MAIN: "topics:\n  - name: floods\n    channels: [pager]\n"})
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert str(path) in str(info.value)
+    assert "topics.0.channels: unknown channel 'pager'" in str(info.value)
+
+
+# -- secrets ------------------------------------------------------------------------
+
+SECRET_FIELDS = {
+    "webhook-url": ("alerts:\n  channels:\n    c:\n      kind: webhook\n      url: {value}\n", "alerts.channels.c.url"),
+    "smtp-password": (
+        "alerts:\n  channels:\n    c:\n      kind: email\n      host: smtp.example\n      from_addr: a@example.org\n"
+        "      to: [b@example.org]\n      username: u\n      password: {value}\n",
+        "alerts.channels.c.password",
+    ),
+    "slack-webhook": ("alerts:\n  channels:\n    c:\n      kind: slack\n      webhook_url: {value}\n", None),
+    "slack-token": (
+        "alerts:\n  channels:\n    c:\n      kind: slack\n      channel: '#news'\n      token: {value}\n",
+        None,
+    ),
+    "sasl-password": (
+        "bus:\n  sasl_mechanism: PLAIN\n  sasl_username: u\n  sasl_password: {value}\n",
+        "bus.sasl_password",
+    ),
+}
+SECRET = "https://hooks.example.invalid/T000/B000/sw-test-secret-9f3a"
+
+
+def _get_secret(settings: Settings, case: str) -> str:
+    if case == "sasl-password":
+        secret = settings.bus.sasl_password
+    else:
+        channel = settings.alerts.channels["c"]
+        attr = {"webhook-url": "url", "smtp-password": "password", "slack-webhook": "webhook_url"}.get(case, "token")
+        secret = getattr(channel, attr)
+    assert secret is not None
+    return secret.get_secret_value()
+
+
+@pytest.mark.parametrize("case", SECRET_FIELDS, ids=SECRET_FIELDS.keys())
+def test_secret_from_environment_is_masked_in_every_dump(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template, _ = SECRET_FIELDS[case]
+    path = write_files(tmp_path, {MAIN: template.format(value="{env: SW_TEST_SECRET}")})
+    # Secret references read the process environment, not load_settings(environ=...).
+    monkeypatch.setenv("SW_TEST_SECRET", SECRET)
+    settings = load_settings(path, environ={})
+    assert _get_secret(settings, case) == SECRET
+    for dump in (json.dumps(settings.redacted()), settings.model_dump_json(), repr(settings), str(settings)):
+        assert SECRET not in dump
+    assert "**********" in json.dumps(settings.redacted())
+
+
+@pytest.mark.parametrize("case", SECRET_FIELDS, ids=SECRET_FIELDS.keys())
+def test_secret_from_file_is_read_and_stripped(tmp_path: Path, case: str) -> None:
+    template, _ = SECRET_FIELDS[case]
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(SECRET + "\n")
+    path = write_files(tmp_path, {MAIN: template.format(value="{file: " + str(secret_file) + "}")})
+    assert _get_secret(load_settings(path, environ={}), case) == SECRET
+
+
+@pytest.mark.parametrize("case", SECRET_FIELDS, ids=SECRET_FIELDS.keys())
+def test_literal_secret_is_rejected_and_never_echoed(tmp_path: Path, case: str) -> None:
+    template, key = SECRET_FIELDS[case]
+    path = write_files(tmp_path, {MAIN: template.format(value=f"'{SECRET}'")})
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert SECRET not in str(info.value)
+    assert "secrets must not be written in a config file" in str(info.value)
+    if key is not None:
+        assert f"{path}: {key}: secrets must not be written" in str(info.value)
+
+
+# -- includes, environment overrides, paths ------------------------------------------
+
+
+def test_included_files_contribute_sections(tmp_path: Path) -> None:
+    path = write_files(
+        tmp_path,
+        {
+            MAIN: "include: [feeds.yaml, topics.yaml]\nlog:\n  level: DEBUG\n",
+            "feeds.yaml": "feeds:\n  - url: https://example.org/feed.xml\n    name: Example\n",
+            "topics.yaml": "topics:\n  - name: floods\n    description: river floods\n",
+        },
+    )
+    settings = load_settings(path, environ={})
+    assert [f.url for f in settings.feeds] == ["https://example.org/feed.xml"]
+    assert [t.name for t in settings.topics] == ["floods"]
+    assert settings.log.level == "DEBUG"
+
+
+def test_single_include_may_be_a_string(tmp_path: Path) -> None:
+    path = write_files(tmp_path, {MAIN: "include: feeds.yaml\n", "feeds.yaml": "feeds:\n  - url: a.xml\n"})
+    assert len(load_settings(path, environ={}).feeds) == 1
+
+
+ENV_OVERRIDES = {
+    "kind-kafka": ({"STORYWATCH__BUS__KIND": "kafka"}, lambda s: s.bus.kind == "kafka"),
+    "bootstrap-list": (
+        {"STORYWATCH__BUS__BOOTSTRAP_SERVERS": "[kafka:9092, kafka2:9092]"},
+        lambda s: s.bus.bootstrap_servers == ["kafka:9092", "kafka2:9092"],
+    ),
+    "int-from-yaml": ({"STORYWATCH__BUS__PARTITIONS": "12"}, lambda s: s.bus.partitions == 12),
+    "overrides-file-value": ({"STORYWATCH__LOG__LEVEL": "WARNING"}, lambda s: s.log.level == "WARNING"),
+    "nested-section": (
+        {"STORYWATCH__BUS__TOPICS__RAW_ARTICLES": "prod.raw"},
+        lambda s: s.bus.topics.raw_articles == "prod.raw" and s.bus.topics.alerts == "storywatch.alerts",
+    ),
+    "absolute-path": (
+        {"STORYWATCH__STORE__PATH": "/var/lib/storywatch/state.db"},
+        lambda s: s.path(s.store.path) == Path("/var/lib/storywatch/state.db"),
+    ),
+    "other-variables-ignored": ({"STORYWATCH_CONFIG": "x", "HOME": "/root"}, lambda s: s.bus.kind == "embedded"),
+}
+
+
+@pytest.mark.parametrize(("environ", "check"), ENV_OVERRIDES.values(), ids=ENV_OVERRIDES.keys())
+def test_environment_overrides_single_keys(tmp_path: Path, environ: dict[str, str], check: object) -> None:
+    path = write_files(tmp_path, {MAIN: "log:\n  level: DEBUG\nbus:\n  kind: embedded\n"})
+    settings = load_settings(path, environ=environ)
+    assert callable(check) and check(settings)
+
+
+def test_environ_argument_replaces_the_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORYWATCH__BUS__KIND", "kafka")
+    path = write_files(tmp_path, {MAIN: "{}\n"})
+    assert load_settings(path, environ={}).bus.kind == "embedded"
+    assert load_settings(path).bus.kind == "kafka"
+
+
+def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / MAIN
+    path.write_text("bus:\n  path: ../var/bus.db\nstore:\n  path: state.db\n")
+    settings = load_settings(path, environ={})
+    assert settings.path(settings.bus.path) == (tmp_path / "var" / "bus.db").resolve()
+    assert settings.path(settings.store.path) == (tmp_path / "conf" / "state.db").resolve()
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = load_settings(write_files(tmp_path, {MAIN: "{}\n"}), environ={})
+    with pytest.raises(ValueError):
+        settings.bus.kind = "kafka"  # type: ignore[misc]
+
+
+def test_shipped_default_config_is_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    settings = load_settings(root / "config" / MAIN, environ={})
+    assert settings.bus.kind == "embedded"
+
+
+def test_literal_secret_from_environment_override_is_rejected_and_never_echoed(tmp_path: Path) -> None:
+    path = write_files(tmp_path, {MAIN: "log: {}\n"})
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={"STORYWATCH__BUS__SASL_PASSWORD": SECRET})
+    assert SECRET not in str(info.value)
+    assert "environment variable STORYWATCH__BUS__SASL_PASSWORD: bus.sasl_password: secrets must not" in str(info.value)
+
+
+def test_secret_reference_in_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SW_TEST_SASL", SECRET)
+    path = write_files(tmp_path, {MAIN: "{}\n"})
+    settings = load_settings(path, environ={"STORYWATCH__BUS__SASL_PASSWORD": "{env: SW_TEST_SASL}"})
+    assert settings.bus.sasl_password is not None
+    assert settings.bus.sasl_password.get_secret_value() == SECRET
