@@ -126,7 +126,7 @@ class IngestService:
 
     def drain(self) -> int:
         """Poll every enabled feed once now, ignoring the schedule; return articles published."""
-        return self._round([s for s in self.specs if self._states[s.key].status != "disabled"])
+        return self._round([s for s in self.specs if self._states[s.key].status != "disabled"], window=None)
 
     def close(self) -> None:
         if self._closed:
@@ -146,7 +146,7 @@ class IngestService:
     def tick(self) -> int:
         """Poll the feeds that are due now; return articles published."""
         now = self.clock.now()
-        return self._round([s for s in self.specs if self._states[s.key].due(now)])
+        return self._round([s for s in self.specs if self._states[s.key].due(now)], window=_BATCH_WINDOW_S)
 
     def _tick_job(self) -> None:
         try:
@@ -159,7 +159,10 @@ class IngestService:
     def state(self, key: str) -> FeedState:
         return self._states[key]
 
-    def _round(self, specs: list[FeedSpec]) -> int:
+    def _round(self, specs: list[FeedSpec], window: float | None) -> int:
+        """Poll ``specs``; commit the polls that finish within ``window`` seconds of each
+        other as one batch (None: the whole round is one batch, so an article carried by
+        several feeds lists all of them)."""
         with self._round_lock:
             now = self.clock.now()
             futures: dict[Future[PollOutcome], FeedState] = {}
@@ -176,10 +179,12 @@ class IngestService:
                 self._save_states(postponed)
             published = 0
             pending = set(futures)
+            order = {spec.key: i for i, spec in enumerate(specs)}
             while pending:
-                done, pending = wait(pending, timeout=_BATCH_WINDOW_S)
+                done, pending = wait(pending, timeout=window)
                 if done:
-                    published += self._commit([(futures[f], f.result()) for f in done])
+                    batch = sorted(((futures[f], f.result()) for f in done), key=lambda p: order[p[0].key])
+                    published += self._commit(batch)
             return published
 
     def _is_known(self, article_id: str) -> bool:
