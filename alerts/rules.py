@@ -249,7 +249,8 @@ class RuleEngine:
                 reasons.append(words)
         if not reasons:
             return []
-        if state.last_alert_at is not None:
+        # min_interval_s 0 means no minimum, even for an event stamped before the last alert.
+        if state.last_alert_at is not None and rule.min_interval_s > 0:
             elapsed = (ev.at - datetime.fromisoformat(state.last_alert_at)).total_seconds()
             if elapsed < rule.min_interval_s:
                 return []
