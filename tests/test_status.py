@@ -42,7 +42,9 @@ def test_text_report(world: tuple[Settings, SQLiteStore, EmbeddedBus]) -> None:
         "next in 11m",
         "STORIES  most active of 4",
         "North Korea fires ballistic missile toward Japan  [missile launches]",
-        "ALERTS  5 sent",
+        "ALERTS  5 sent, 1 failed, 1 dead",
+        "dead     ",
+        "HTTP 401: invalid token",
         "BUS LAG",
         "enrich   0",
     ):
@@ -59,7 +61,8 @@ def test_json_report(world: tuple[Settings, SQLiteStore, EmbeddedBus]) -> None:
     doc = json.loads(out.getvalue())
     assert rc == 1 and doc["ok"] is False
     assert {f["status"] for f in doc["feeds"]} == {"ok", "failing", "new"}
-    assert doc["alerts"]["counts"] == {"sent": 5}
+    assert doc["alerts"]["counts"] == {"sent": 5, "failed": 1, "dead": 1}
+    assert {a["state"] for a in doc["alerts"]["failed"]} == {"failed", "dead"}
     assert doc["stories"][0]["story_id"] == "s-missile"
     assert doc["stories"][0]["matches"][0]["topic"] == "missile launches"
     assert doc["bus_lag"] == {"enrich": 0, "alerts": 0}

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from alerts.deliveries import new_delivery
 from storywatch.bus.embedded import EmbeddedBus
 from storywatch.clock import FakeClock
 from storywatch.schema import ArticleRef, StoryEvent, StorySnapshot, TopicMatch, dump
@@ -89,6 +90,26 @@ def _story(
     return doc, events
 
 
+def _failed_deliveries(store: Store, settings: Settings) -> None:
+    """One delivery that failed and waits for a retry, one that is dead, through the
+    alerts stage's own delivery log transitions."""
+    from alerts.model import Planned
+    from alerts.service import delivery_log
+    from storywatch.errors import DeliveryError
+    from storywatch.schema import Alert
+
+    dlog = delivery_log(settings, store)
+    for i, (error, permanent) in enumerate([("HTTP 503 from receiver", False), ("HTTP 401: invalid token", True)]):
+        at = NOW - timedelta(minutes=20 + 10 * i)
+        alert = Alert(key=f"feed_health:ledger:{i}", rule="feed_health", severity="medium",
+                      title=f"Feed failing: The Daily Ledger ({i + 1})", created_at=at)  # fmt: skip
+        doc = new_delivery(Planned(alert, ("file",)), "file", at, None)
+        dlog.record([doc])
+        claimed = dlog.claim(doc, at)
+        assert claimed is not None
+        dlog.mark_failed(claimed, DeliveryError("file", error, permanent=permanent), at)
+
+
 def populate(store: Store, settings: Settings, tmp: Path) -> dict[str, Any]:
     """Fill ``store`` with feeds, stories and deliveries; return what a test may assert on."""
     from alerts.service import AlertsService
@@ -127,12 +148,15 @@ def populate(store: Store, settings: Settings, tmp: Path) -> dict[str, Any]:
         topics = settings.bus.topics
         producer = bus.producer()
         events = sorted((e for _, evs in stories for e in evs), key=lambda e: e.at)
-        for ev in events:
+        clock = FakeClock(events[0].at)
+        svc = AlertsService(settings, bus, store, clock, stdout=io.StringIO())
+        for ev in events:  # as they happened, so each delivery has its own time
+            clock.advance((ev.at - clock.now()).total_seconds())
             producer.publish(topics.story_events, ev.story_id, ev.to_bytes())
-        producer.flush()
-        svc = AlertsService(settings, bus, store, FakeClock(NOW), stdout=io.StringIO())
-        svc.drain()
+            producer.flush()
+            svc.drain()
         svc.close()
     finally:
         bus.close()
+    _failed_deliveries(store, settings)
     return {"now": NOW, "evil": EVIL, "stories": [d for d, _ in stories]}

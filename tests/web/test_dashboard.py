@@ -20,7 +20,8 @@ PAGES = [
     ("/feeds", ["World Wire", "The Daily Ledger", "HTTP 503", "Gone Gazette", "failing"]),
     ("/alerts", ["Alert log", "missile launches: North Korea", "sent"]),
     ("/alerts?state=sent", ["missile launches: North Korea"]),
-    ("/alerts?state=dead", ["No alerts in state dead"]),
+    ("/alerts?state=dead", ["HTTP 401: invalid token", "Feed failing: The Daily Ledger"]),
+    ("/alerts?state=held", ["No alerts in state held"]),
 ]
 
 
