@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -56,8 +57,15 @@ class WebServer:
         self._thread.join(timeout=5)
 
 
-def serve(settings: Settings, host: str, port: int, stop_event: threading.Event) -> None:
-    """Serve the dashboard over the configured store until ``stop_event`` is set."""
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    stop_event: threading.Event,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the dashboard over the configured store until ``stop_event`` is set;
+    ``ready`` is called with the dashboard's URL once it accepts requests."""
     from storywatch.store import make_store
     from storywatch.web.app import create_app
 
@@ -65,6 +73,8 @@ def serve(settings: Settings, host: str, port: int, stop_event: threading.Event)
     try:
         server = WebServer(create_app(settings, store), host, port).start()
         log.info("serving dashboard", extra=kv(url=server.url))
+        if ready is not None:
+            ready(server.url)
         try:
             stop_event.wait()
         finally:
