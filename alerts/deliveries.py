@@ -218,6 +218,18 @@ class DeliveryLog:
             new = {**cur, "state": "pending", "attempts": 0, "next_at": now.isoformat()}
             return self.store.update_if(NS, cur["id"], cur["state"], new, tag="pending")
 
+    def prune(self, cutoff: datetime) -> int:
+        """Delete sent and digested deliveries created before ``cutoff``; dead and
+        failed ones stay, for a person to see and retry."""
+        old = [
+            d["id"] for state in ("sent", "digested") for d in self.scan(state) if d["created_at"] < cutoff.isoformat()
+        ]
+        for i in range(0, len(old), 500):
+            with self.store.transaction():
+                for did in old[i : i + 500]:
+                    self.store.delete(NS, did)
+        return len(old)
+
     # -- holding and digests -------------------------------------------------------
 
     def release(self, now: datetime, max_items: dict[str, int]) -> int:

@@ -55,6 +55,7 @@ class StoryState:
     severity: str = "low"
     seen: list[str] = field(default_factory=list)
     merged_into: str | None = None
+    updated_at: str | None = None
 
     @property
     def alerted(self) -> bool:
@@ -146,6 +147,7 @@ class RuleEngine:
         if eid in state.seen:
             return []
         state.seen = [*state.seen, eid][-_SEEN_KEEP:]
+        state.updated_at = max(state.updated_at or "", ev.at.isoformat())
         out: list[Planned] = []
         if ev.type == "merged" and absorbed is not None:
             self._absorb(state, absorbed)

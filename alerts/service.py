@@ -41,6 +41,7 @@ NS_TOPICS = "alerts.topics"
 NS_PUBLISHED = "alerts.published"
 _RESCAN_S = 10.0
 _MAX_PASSES = 4
+_PRUNE_EVERY_S = 3600.0
 
 
 def delivery_log(settings: Settings, store: Store, rng: random.Random | None = None) -> DeliveryLog:
@@ -86,6 +87,7 @@ class AlertsService:
         self._notifiers: dict[str, Notifier] = {}
         self._next_due: datetime | None = None
         self._due_known = False
+        self._next_prune: datetime | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -108,8 +110,10 @@ class AlertsService:
             wait = 0.0
         records = consumer.poll(self.cfg.batch_size, wait)
         handled = self._ingest(records) if records else 0
-        if records or not self._due_known or (self._next_due is not None and self._next_due <= self.clock.now()):
+        due = self._next_due is not None and self._next_due <= self.clock.now()
+        if records or not self._due_known or due:
             handled += self.deliver_due()
+        self._maybe_prune()
         return handled
 
     def drain(self) -> int:
@@ -211,6 +215,30 @@ class AlertsService:
             value=rec.value.decode("utf-8", errors="replace"),
             at=now,
         )
+
+    def _maybe_prune(self) -> None:
+        """Once an hour, forget stories, sent deliveries and publish marks older than
+        ``alerts.retention_days``, so the store stays bounded."""
+        now = self.clock.now()
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        self._next_prune = now + timedelta(seconds=_PRUNE_EVERY_S)
+        self.prune(now - timedelta(days=self.cfg.retention_days))
+
+    def prune(self, cutoff: datetime) -> int:
+        """Delete what is older than ``cutoff``; returns how many documents went."""
+        limit = cutoff.isoformat()
+        stale_stories = [k for k, d in self.store.scan(NS_STORIES) if (d.get("updated_at") or "") < limit]
+        stale_marks = [k for k, d in self.store.scan(NS_PUBLISHED) if d.get("at", "") < limit]
+        for ns, keys in ((NS_STORIES, stale_stories), (NS_PUBLISHED, stale_marks)):
+            for i in range(0, len(keys), 500):
+                with self.store.transaction():
+                    for key in keys[i : i + 500]:
+                        self.store.delete(ns, key)
+        removed = len(stale_stories) + len(stale_marks) + self.deliveries.prune(cutoff)
+        if removed:
+            log.info("pruned alert state", extra=kv(items=removed, before=limit))
+        return removed
 
     # -- delivery log -> channels --------------------------------------------------
 

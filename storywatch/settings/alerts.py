@@ -176,9 +176,7 @@ class FeedHealthRule(Section):
     """Tell the operator channels when a feed starts failing, recovers or is disabled."""
 
     enabled: bool = True
-    states: list[Literal["failing", "recovered", "disabled"]] = Field(
-        default=["failing", "recovered", "disabled"]
-    )
+    states: list[Literal["failing", "recovered", "disabled"]] = Field(default=["failing", "recovered", "disabled"])
 
 
 class RuleSettings(Section):
@@ -205,6 +203,12 @@ class AlertSettings(Section):
         description="a delivery claimed longer ago than this by a worker that died is retried; "
         "keep it above the slowest channel's timeout_s",
     )
+    retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="story state and sent deliveries untouched this long are pruned "
+        "(dead and failed deliveries stay until retried)",
+    )
     top_articles: int = Field(5, ge=1, le=20, description="articles shown per alert")
     summary_chars: int = Field(400, ge=40, le=3000)
 
@@ -212,9 +216,7 @@ class AlertSettings(Section):
     def _rule_channels_known(self) -> AlertSettings:
         unknown = [c for c in self.rules.emerging.channels if c not in self.channels]
         if unknown:
-            raise ValueError(
-                f"rules.emerging.channels: unknown channel(s) {unknown} (known: {sorted(self.channels)})"
-            )
+            raise ValueError(f"rules.emerging.channels: unknown channel(s) {unknown} (known: {sorted(self.channels)})")
         slow = [n for n, c in self.channels.items() if c.timeout_s >= self.claim_lease_s]
         if slow:
             raise ValueError(f"claim_lease_s must exceed every channel's timeout_s (too slow: {slow})")

@@ -244,3 +244,17 @@ def test_step_waits_no_longer_than_the_next_retry(tmp_path: Path, harness_factor
     assert h.service.step(0.0) >= 1
     assert h.service._next_due is not None
     assert h.service.step(0.0) == 0
+
+
+def test_old_state_is_pruned_but_dead_deliveries_stay(tmp_path: Path, harness_factory: Any) -> None:
+    h = harness_factory(make_settings(tmp_path, FILE, retention_days=1))
+    h.send(event("matched", "s1"))
+    h.drain()
+    [doc] = h.deliveries()
+    h.store.put("alerts.deliveries", "dead1", {**doc, "id": "dead1", "state": "dead"}, tag="dead")
+    h.clock.advance(days=2)
+    h.send(event("matched", "s2", at=h.clock.now()))
+    h.service.step(0)
+    assert [d["id"] for d in h.deliveries("dead")] == ["dead1"]
+    assert [d["alert"]["story_id"] for d in h.deliveries("sent")] == ["s2"]
+    assert [k for k, _ in h.store.scan("alerts.stories")] == ["s2"]
