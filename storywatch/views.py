@@ -10,20 +10,22 @@ Namespaces read (owned by the stages):
 
 - ``feeds`` (ingest): one document per feed, keyed by the feed's resolved URL, tagged
   with its status (``new``/``ok``/``failing``/``disabled``).
-- ``enrich.stories`` (enrich): one story snapshot per story.
+- ``enrich.stories`` (enrich): one document per story, written with
+  :func:`story_documents` from each story event the stage publishes.
 - ``alerts.deliveries`` (alerts): the delivery log, tagged with the delivery state.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from storywatch.bus import Bus
+from storywatch.schema import StoryEvent, dump
 from storywatch.settings import Settings
 from storywatch.store import Doc, Store
 
@@ -229,6 +231,64 @@ def story_from_doc(story_id: str, doc: Mapping[str, Any]) -> StoryRow:
         growth=_growth({**snap, "history": doc.get("history") or snap.get("history")}, articles),
         merged_into=doc.get("merged_into") or None,
     )
+
+
+_HISTORY_KEEP = 240
+_ARTICLES_KEEP = 100
+
+
+def story_documents(event: StoryEvent, previous: Callable[[str], Doc | None]) -> dict[str, Doc]:
+    """The ``enrich.stories`` documents to write after publishing ``event`` (key -> doc).
+
+    This is the read model the dashboard and ``status`` show, kept by the enrich stage
+    with two lines after it publishes a story event::
+
+        for key, doc in story_documents(event, lambda k: store.get(NS_STORIES, k)).items():
+            store.put(NS_STORIES, key, doc)
+
+    Each document is the event's :class:`~storywatch.schema.StorySnapshot` plus what a
+    single snapshot forgets: every topic matched so far with its evidence (``matches``),
+    the story's size at each revision (``history``, bounded) and the articles seen among
+    the snapshots' top articles (``articles``, bounded). A ``merged`` event also marks
+    the absorbed story ``merged_into``. An event older than the document is ignored, so
+    a redelivered event changes nothing.
+    """
+    out: dict[str, Doc] = {}
+    prev = previous(event.story_id) or {}
+    if int(prev.get("revision") or 0) > event.revision:
+        return out
+    at = event.at.isoformat()
+    matches: dict[str, Doc] = {str(m.get("topic")): m for m in prev.get("matches") or () if isinstance(m, dict)}
+    for m in [event.match] if event.match else []:
+        matches[m.topic] = {**dump(m), "at": matches.get(m.topic, {}).get("at") or at}
+    for m in event.matches:
+        matches[m.topic] = {**dump(m), "at": matches.get(m.topic, {}).get("at") or at}
+    snap = event.story
+    history = [h for h in prev.get("history") or () if isinstance(h, dict)]
+    point = {"at": at, "article_count": snap.article_count, "source_count": snap.source_count}
+    if not history or (history[-1].get("article_count"), history[-1].get("source_count")) != (
+        snap.article_count,
+        snap.source_count,
+    ):
+        history.append(point)
+    if len(history) > _HISTORY_KEEP:
+        history = history[:1] + history[-(_HISTORY_KEEP - 1) :]
+    articles = {str(a.get("id")): a for a in prev.get("articles") or () if isinstance(a, dict)}
+    for ref in snap.top_articles:
+        articles[ref.id] = dump(ref)
+    kept = sorted(articles.values(), key=lambda a: (str(a.get("published") or ""), str(a.get("id"))))
+    out[event.story_id] = {
+        **dump(snap),
+        "matches": sorted(matches.values(), key=lambda m: str(m.get("topic"))),
+        "history": history,
+        "articles": kept[-_ARTICLES_KEEP:],
+        "merged_into": None,
+    }
+    if event.type == "merged" and event.merged_from and event.merged_from != event.story_id:
+        gone = previous(event.merged_from)
+        if gone is not None:
+            out[event.merged_from] = {**gone, "merged_into": event.story_id}
+    return out
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

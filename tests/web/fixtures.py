@@ -15,10 +15,10 @@ from typing import Any
 from alerts.deliveries import new_delivery
 from storywatch.bus.embedded import EmbeddedBus
 from storywatch.clock import FakeClock
-from storywatch.schema import ArticleRef, StoryEvent, StorySnapshot, TopicMatch, dump
+from storywatch.schema import ArticleRef, StoryEvent, StorySnapshot, TopicMatch
 from storywatch.settings import Settings
 from storywatch.store import Store
-from storywatch.views import NS_FEEDS, NS_STORIES
+from storywatch.views import NS_FEEDS, NS_STORIES, story_documents
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 EVIL = '<script>alert("pwned")</script> Harbour fire <b>spreads</b>'
@@ -54,7 +54,7 @@ def settings_for(tmp: Path) -> Settings:
 
 def _story(
     sid: str, headline: str, start: datetime, n: int, step_min: int, topics: list[TopicMatch], sources: int
-) -> tuple[dict[str, Any], list[StoryEvent]]:
+) -> list[StoryEvent]:
     arts = [
         ArticleRef(
             id=f"{sid}-a{i}",
@@ -65,6 +65,9 @@ def _story(
         )
         for i in range(n)
     ]
+    if "<script>" in headline:
+        # A feed may carry any URL; the dashboard must not turn this one into a link.
+        arts[0] = arts[0].model_copy(update={"url": "javascript:alert(document.cookie)"})
     events = []
     for i in range(n):
         snap = StorySnapshot(
@@ -82,12 +85,7 @@ def _story(
             for m in topics:
                 events.append(StoryEvent(type="matched", story_id=sid, revision=i + 1, at=arts[i].published,
                                          story=snap, match=m, matches=topics))  # fmt: skip
-    last = events[-1].story
-    doc = {**dump(last), "articles": [dump(a) for a in arts], "matches": [dump(m) for m in topics]}
-    if "<script>" in headline:
-        # A feed may carry any URL; the dashboard must not turn this one into a link.
-        doc["articles"][0]["url"] = "javascript:alert(document.cookie)"
-    return doc, events
+    return events
 
 
 def _failed_deliveries(store: Store, settings: Settings) -> None:
@@ -139,15 +137,17 @@ def populate(store: Store, settings: Settings, tmp: Path) -> dict[str, Any]:
         _story("s-budget", "City council passes budget after long night", NOW - timedelta(hours=9), 4, 90, [], 2),
         _story("s-storm", "Storm closes mountain passes", NOW - timedelta(hours=1, minutes=40), 5, 18, [port], 3),
     ]  # fmt: skip
-    for doc, _ in stories:
-        store.put(NS_STORIES, doc["story_id"], doc)
+    # The stories' read model, as the enrich stage keeps it from the events it publishes.
+    for ev in sorted((e for evs in stories for e in evs), key=lambda e: e.at):
+        for key, doc in story_documents(ev, lambda k: store.get(NS_STORIES, k)).items():
+            store.put(NS_STORIES, key, doc)
 
     # The alert log, written by the real alerts stage from the story events.
     bus = EmbeddedBus(tmp / "alerts-bus.db")
     try:
         topics = settings.bus.topics
         producer = bus.producer()
-        events = sorted((e for _, evs in stories for e in evs), key=lambda e: e.at)
+        events = sorted((e for evs in stories for e in evs), key=lambda e: e.at)
         clock = FakeClock(events[0].at)
         svc = AlertsService(settings, bus, store, clock, stdout=io.StringIO())
         for ev in events:  # as they happened, so each delivery has its own time
@@ -159,4 +159,4 @@ def populate(store: Store, settings: Settings, tmp: Path) -> dict[str, Any]:
     finally:
         bus.close()
     _failed_deliveries(store, settings)
-    return {"now": NOW, "evil": EVIL, "stories": [d for d, _ in stories]}
+    return {"now": NOW, "evil": EVIL, "events": stories}
