@@ -88,3 +88,22 @@ def test_browser_screenshot(dashboard: Dashboard, shots: Path) -> None:
     width, height = struct.unpack(">II", head[16:24])
     assert (width, height) == (1280, 900)
     assert png.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_one_port_for_dashboard_and_probes(dashboard: Dashboard) -> None:
+    from storywatch.observe import Health, Metrics
+    from storywatch.web import create_app
+
+    health, metrics = Health(), Metrics()
+    metrics.polls.labels(feed="World Wire", outcome="ok").inc()
+    client = create_app(dashboard.settings, dashboard.store, health=health, metrics=metrics).test_client()
+    assert client.get("/readyz").status_code == 503
+    health.set_ready("alerts")
+    health.beat("alerts")
+    assert client.get("/readyz").get_json() == {"ok": True, "stages": {"alerts": True}}
+    assert client.get("/healthz").status_code == 200
+    body = client.get("/metrics").get_data(as_text=True)
+    assert 'storywatch_feed_polls_total{feed="World Wire",outcome="ok"} 1.0' in body
+    assert client.get("/").status_code == 200
+    # Without them, the dashboard alone answers no probe.
+    assert dashboard.client.get("/metrics").status_code == 404
