@@ -8,8 +8,9 @@ store transaction commits redelivers the events; after it, the delivery log alre
 holds them and the repeat is dropped (keys are functions of the event). See
 :mod:`alerts.deliveries` for what happens to a crash during a send.
 
-Each delivered alert is published to the ``alerts`` topic once per alert key
-(at least once: a crash between publishing and noting it publishes again, with the same key).
+Each delivered alert is published to the ``alerts`` topic once per alert key, through an
+outbox written in the same transaction as ``sent`` (at least once: a crash between the
+publish and clearing the outbox publishes again, with the same key).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from alerts.rules import RuleEngine, StoryState, TopicState
 from alerts.schedule import RateLimiter, hold_until
 from storywatch.bus import Bus, Consumer, Producer, Record
 from storywatch.clock import Clock
-from storywatch.errors import DeliveryError, SchemaError
+from storywatch.errors import DeliveryError, SchemaError, StorywatchError
 from storywatch.logs import kv
 from storywatch.schema import Alert, DeadLetter, FeedHealth, StoryEvent, decode
 from storywatch.settings import Settings
@@ -39,6 +40,7 @@ log = logging.getLogger("storywatch.alerts")
 NS_STORIES = "alerts.stories"
 NS_TOPICS = "alerts.topics"
 NS_PUBLISHED = "alerts.published"
+NS_OUTBOX = "alerts.outbox"
 _RESCAN_S = 10.0
 _MAX_PASSES = 4
 _PRUNE_EVERY_S = 3600.0
@@ -254,6 +256,7 @@ class AlertsService:
             attempted += tried
             if not (tried and blocked):
                 break
+        self.publish_outbox()
         release = self.deliveries.next_release()
         if release is not None:
             soonest = _earliest(soonest, release)
@@ -317,10 +320,15 @@ class AlertsService:
             log.exception("delivery failed unexpectedly", extra=kv(**fields))
             after = self.deliveries.mark_failed(doc, err, self.clock.now())
             return datetime.fromisoformat(after["next_at"]) if after and after["state"] == "failed" else None
-        self.deliveries.mark_sent(doc, result, self.clock.now())
+        # The outbox entry commits with the ``sent`` state, so no delivered alert misses
+        # the alerts topic even if publishing fails or the process dies right after.
+        with self.store.transaction():
+            self.deliveries.mark_sent(doc, result, self.clock.now())
+            for a in doc.get("items") or [doc["alert"]]:
+                if self.store.get(NS_PUBLISHED, a["key"]) is None:
+                    self.store.insert(NS_OUTBOX, a["key"], a)
         self.limiter.note(channel, self.clock.monotonic())
         log.info("alert sent", extra=kv(**fields, uncertain=doc.get("uncertain", False)))
-        self._publish(doc)
         return None
 
     def _outbound(self, doc: Doc) -> Outbound:
@@ -340,25 +348,27 @@ class AlertsService:
             parent_result=parent_result,
         )
 
-    def _publish(self, doc: Doc) -> None:
-        """Publish the delivered alert (each item of a digest) once per alert key."""
+    def publish_outbox(self) -> int:
+        """Publish delivered alerts waiting in the outbox to the alerts topic, once per
+        alert key (at least once: a crash between the flush and the mark repeats it,
+        with the same key). Returns how many were published."""
         _, producer = self._io()
-        alerts = doc.get("items") or [doc["alert"]]
-        fresh = [a for a in alerts if self.store.get(NS_PUBLISHED, a["key"]) is None]
-        if not fresh:
-            return
+        waiting = list(self.store.scan(NS_OUTBOX))
+        if not waiting:
+            return 0
         try:
-            for a in fresh:
-                alert = Alert.model_validate(a)
-                producer.publish(self._topics.alerts, alert.key, alert.to_bytes())
+            for key, a in waiting:
+                producer.publish(self._topics.alerts, key, Alert.model_validate(a).to_bytes())
             producer.flush()
-        except Exception as exc:
-            log.error("cannot publish delivered alert", extra=kv(alert_key=doc["alert_key"], error=str(exc)))
-            return
+        except StorywatchError as exc:
+            log.error("cannot publish delivered alerts; will retry", extra=kv(items=len(waiting), error=str(exc)))
+            return 0
         now = self.clock.now().isoformat()
         with self.store.transaction():
-            for a in fresh:
-                self.store.put(NS_PUBLISHED, a["key"], {"at": now})
+            for key, _ in waiting:
+                self.store.put(NS_PUBLISHED, key, {"at": now})
+                self.store.delete(NS_OUTBOX, key)
+        return len(waiting)
 
 
 def _earliest(a: datetime | None, b: datetime) -> datetime:

@@ -258,3 +258,25 @@ def test_old_state_is_pruned_but_dead_deliveries_stay(tmp_path: Path, harness_fa
     assert [d["id"] for d in h.deliveries("dead")] == ["dead1"]
     assert [d["alert"]["story_id"] for d in h.deliveries("sent")] == ["s2"]
     assert [k for k, _ in h.store.scan("alerts.stories")] == ["s2"]
+
+
+def test_alerts_wait_in_the_outbox_while_the_bus_is_down(harness_factory: Any) -> None:
+    from storywatch.errors import BusError
+
+    h = harness_factory()
+    h.send(event())
+    _, producer = h.service._io()
+    real_flush = producer.flush
+
+    def down(timeout: float = 30.0) -> None:
+        raise BusError("broker unavailable")
+
+    producer.flush = down  # type: ignore[method-assign]
+    h.drain()
+    assert keys(h) == ["topic_appears/floods:s1:1"], "the alert itself went out"
+    assert h.store.count("alerts.outbox") == 1
+    producer.flush = real_flush  # type: ignore[method-assign]
+    producer._buffer.clear()  # what the failed flush kept is published again from the outbox
+    h.drain()
+    assert h.store.count("alerts.outbox") == 0
+    assert [a.key for a in h.published()] == ["topic_appears/floods:s1:1"]
