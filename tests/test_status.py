@@ -141,3 +141,38 @@ def test_story_documents_are_read_tolerantly(
     row = views.story_from_doc("k", doc)
     assert (row.headline, row.article_count, row.source_count, len(row.growth)) == (headline, articles, sources, growth)
     assert all(a.at <= b.at for a, b in zip(row.growth, row.growth[1:], strict=False))
+
+
+def test_status_over_the_real_ingest_stage(tmp_path: Path) -> None:
+    """Feed state as the ingest stage writes it, read back by name: one seed feed that
+    works, one that does not exist."""
+    from ingest.service import IngestService
+    from storywatch.clock import SystemClock
+
+    seeds = Path(__file__).resolve().parents[1] / "seeds" / "feeds"
+    settings = Settings.model_validate(
+        {
+            "base_dir": str(tmp_path),
+            "feeds": [
+                {"url": str(seeds / "world-wire.xml"), "name": "World Wire"},
+                {"url": "missing.xml", "name": "Missing Feed"},
+            ],
+        }
+    )
+    store = SQLiteStore(tmp_path / "state.db")
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    try:
+        svc = IngestService(settings, bus, store, SystemClock())
+        published = svc.drain()
+        svc.close()
+        rows = {f.name: f for f in views.feeds_view(store, settings)}
+        assert rows["World Wire"].status == "ok" and rows["World Wire"].last_success is not None
+        assert rows["Missing Feed"].error_count == 1 and "missing.xml" in (rows["Missing Feed"].last_error or "")
+        out = io.StringIO()
+        views.status(settings, store, bus, True, out)
+        doc = json.loads(out.getvalue())
+        # Nothing consumed the articles yet: enrich lags by exactly what ingest published.
+        assert published > 0 and doc["bus_lag"]["enrich"] == published
+    finally:
+        bus.close()
+        store.close()
