@@ -14,6 +14,9 @@ arrived) and can be scripted to fail the next requests::
 
 The TLS certificate (for STARTTLS and implicit TLS) is made by trustme for 127.0.0.1 and
 localhost; the client must trust ``ca_file``.
+
+The fixtures at the end (``smtp_server``, ``slack_server``, ``webhook_receiver``) give one
+fresh server per test; enable them with ``pytest_plugins = ["tests.servers"]`` in a conftest.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +41,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
+import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -401,7 +405,6 @@ class WebhookReceiver(_HTTPServer):
         *,
         signature_header: str = "X-Storywatch-Signature",
         timestamp_header: str = "X-Storywatch-Timestamp",
-        verify: Callable[[Request], bool] | None = None,
     ):
         super().__init__()
         self.secret = secret
@@ -433,3 +436,26 @@ class WebhookReceiver(_HTTPServer):
             )
         )
         return Reply(202, b'{"ok":true}', {"Content-Type": "application/json"})
+
+
+# -- pytest fixtures ------------------------------------------------------------------
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[SMTPServer]:
+    """A plain SMTP server (no TLS, no AUTH); build an SMTPServer yourself for those."""
+    with SMTPServer(tmp_dir=tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def slack_server() -> Iterator[SlackServer]:
+    with SlackServer() as server:
+        yield server
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A receiver checking signatures made with ``b"test-signing-secret"``."""
+    with WebhookReceiver() as server:
+        yield server
