@@ -23,8 +23,8 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 class RateBudget(Section):
     """At most ``max_alerts`` deliveries per ``per_s`` seconds; the rest wait their turn."""
 
-    max_alerts: int = Field(20, ge=1)
-    per_s: float = Field(3600.0, gt=0)
+    max_alerts: int = Field(20, ge=1, description="deliveries allowed per window")
+    per_s: float = Field(3600.0, gt=0, description="the sliding window, in seconds")
 
 
 class DigestSettings(Section):
@@ -33,8 +33,8 @@ class DigestSettings(Section):
     Alerts whose severity is in ``bypass_severity`` are sent at once.
     """
 
-    window_s: float = Field(900.0, gt=0)
-    bypass_severity: list[Severity] = Field(default=["critical"])
+    window_s: float = Field(900.0, gt=0, description="alerts collected per digest (windows aligned to the clock)")
+    bypass_severity: list[Severity] = Field(default=["critical"], description="severities sent at once")
     max_items: int = Field(50, ge=1, le=500, description="items shown in one digest; the rest are counted")
 
 
@@ -43,10 +43,10 @@ class QuietHours(Section):
     digest when the quiet period ends; ``bypass_severity`` goes through at once.
     ``start`` after ``end`` spans midnight (22:00-07:00)."""
 
-    start: str
-    end: str
-    tz: str = "UTC"
-    bypass_severity: list[Severity] = Field(default=["high", "critical"])
+    start: str = Field(description="local time HH:MM when quiet hours begin")
+    end: str = Field(description="local time HH:MM when they end (before start: spans midnight)")
+    tz: str = Field("UTC", description="IANA time zone of start and end, e.g. Europe/Berlin")
+    bypass_severity: list[Severity] = Field(default=["high", "critical"], description="severities sent at once")
 
     @field_validator("start", "end")
     @classmethod
@@ -75,31 +75,31 @@ class ChannelBase(Section):
     template: Path | None = Field(
         None, description="directory with templates overriding the packaged defaults (same file names)"
     )
-    timeout_s: float = Field(30.0, gt=0)
-    rate_budget: RateBudget | None = None
-    digest: DigestSettings | None = None
-    quiet_hours: QuietHours | None = None
+    timeout_s: float = Field(30.0, gt=0, description="per network operation")
+    rate_budget: RateBudget | None = Field(None, description="cap on deliveries per time window")
+    digest: DigestSettings | None = Field(None, description="collect alerts and send one message per window")
+    quiet_hours: QuietHours | None = Field(None, description="hold alerts at night, release them as a digest")
 
 
 class EmailChannel(ChannelBase):
     kind: Literal["email"]
-    host: str
-    port: int = Field(587, ge=1, le=65535)
-    security: Literal["starttls", "tls", "none"] = "starttls"
-    username: str | None = None
+    host: str = Field(description="SMTP server")
+    port: int = Field(587, ge=1, le=65535, description="587 for STARTTLS, 465 for implicit TLS")
+    security: Literal["starttls", "tls", "none"] = Field("starttls", description="tls = implicit TLS (SMTPS)")
+    username: str | None = Field(None, description="SMTP AUTH user; with password")
     password: Secret | None = None
-    from_addr: str
-    to: list[str] = Field(min_length=1)
-    ca_file: Path | None = None
+    from_addr: str = Field(description="From address; its domain ends every Message-ID")
+    to: list[str] = Field(min_length=1, description="recipients")
+    ca_file: Path | None = Field(None, description="CA bundle to trust instead of the system's")
     subject_prefix: str = "[storywatch] "
 
 
 class SlackChannel(ChannelBase):
     kind: Literal["slack"]
-    webhook_url: Secret | None = None
-    token: Secret | None = None
-    channel: str | None = None
-    api_url: str = "https://slack.com/api/"
+    webhook_url: Secret | None = Field(None, description="incoming webhook (no threads); or give token")
+    token: Secret | None = Field(None, description="bot token (chat:write); follow-ups go in threads")
+    channel: str | None = Field(None, description="channel name or ID, with token")
+    api_url: str = Field("https://slack.com/api/", description="Web API base URL")
 
     @model_validator(mode="after")
     def _one_way_in(self) -> SlackChannel:
@@ -112,10 +112,10 @@ class SlackChannel(ChannelBase):
 
 class WebhookChannel(ChannelBase):
     kind: Literal["webhook"]
-    url: Secret
-    signing_secret: Secret | None = None
-    signature_header: str = "X-Storywatch-Signature"
-    timestamp_header: str = "X-Storywatch-Timestamp"
+    url: Secret = Field(description="where to POST the alert JSON")
+    signing_secret: Secret | None = Field(None, description="HMAC-SHA256 key over '<timestamp>.<body>'")
+    signature_header: str = Field("X-Storywatch-Signature", description="carries sha256=<hex>")
+    timestamp_header: str = Field("X-Storywatch-Timestamp", description="Unix seconds, signed")
 
 
 class ConsoleChannel(ChannelBase):
@@ -124,7 +124,7 @@ class ConsoleChannel(ChannelBase):
 
 class FileChannel(ChannelBase):
     kind: Literal["file"]
-    path: Path
+    path: Path = Field(description="JSON Lines file to append to")
 
 
 Channel = Annotated[
@@ -143,16 +143,16 @@ class AppearsRule(Section):
     announced as the topic appearing (rule ``topic_appears``) instead of a plain match."""
 
     enabled: bool = True
-    quiet_period_s: float = Field(6 * 3600.0, ge=0)
+    quiet_period_s: float = Field(6 * 3600.0, ge=0, description="silence after which a match is 'New on <topic>'")
 
 
 class EmergingRule(Section):
     """Alert on emerging stories, watched or not, to ``channels`` (else default_channels)."""
 
     enabled: bool = True
-    channels: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list, description="where emerging alerts go (else default_channels)")
     severity: Severity = "high"
-    min_sources: int = Field(2, ge=1)
+    min_sources: int = Field(2, ge=1, description="independent sources an emerging story needs")
 
 
 FollowUpChange = Literal["new_sources", "velocity_jump", "new_entities", "merged"]
@@ -166,17 +166,21 @@ class FollowUpRule(Section):
     """
 
     enabled: bool = True
-    on: list[FollowUpChange] = Field(default=["new_sources", "velocity_jump", "new_entities", "merged"])
-    source_step: int = Field(3, ge=1)
-    max_per_story: int = Field(5, ge=0)
-    min_interval_s: float = Field(1800.0, ge=0)
+    on: list[FollowUpChange] = Field(
+        default=["new_sources", "velocity_jump", "new_entities", "merged"], description="changes worth a follow-up"
+    )
+    source_step: int = Field(3, ge=1, description="new sources since the last alert that make a follow-up")
+    max_per_story: int = Field(5, ge=0, description="follow-ups per story at most")
+    min_interval_s: float = Field(1800.0, ge=0, description="seconds between alerts on one story; 0 = no minimum")
 
 
 class FeedHealthRule(Section):
     """Tell the operator channels when a feed starts failing, recovers or is disabled."""
 
     enabled: bool = True
-    states: list[Literal["failing", "recovered", "disabled"]] = Field(default=["failing", "recovered", "disabled"])
+    states: list[Literal["failing", "recovered", "disabled"]] = Field(
+        default=["failing", "recovered", "disabled"], description="feed states that alert"
+    )
 
 
 class RuleSettings(Section):
@@ -188,15 +192,15 @@ class RuleSettings(Section):
 
 
 class AlertSettings(Section):
-    channels: dict[str, Channel] = Field(default_factory=dict)
-    default_channels: list[str] = Field(default_factory=list)
-    operator_channels: list[str] = Field(default_factory=list)
+    channels: dict[str, Channel] = Field(default_factory=dict, description="named channels; see kinds below")
+    default_channels: list[str] = Field(default_factory=list, description="for topics that name no channels")
+    operator_channels: list[str] = Field(default_factory=list, description="where feed-health alerts go")
     rules: RuleSettings = RuleSettings()
     group: str = Field("storywatch-alerts", description="consumer group of the alerts stage")
     batch_size: int = Field(100, ge=1, le=10_000, description="events polled per step")
-    max_attempts: int = Field(8, ge=1)
-    backoff_base_s: float = Field(5.0, gt=0)
-    backoff_max_s: float = Field(900.0, gt=0)
+    max_attempts: int = Field(8, ge=1, description="attempts before a delivery is dead")
+    backoff_base_s: float = Field(5.0, gt=0, description="first retry delay; doubles per attempt, with jitter")
+    backoff_max_s: float = Field(900.0, gt=0, description="longest retry delay (Retry-After may ask for more)")
     claim_lease_s: float = Field(
         120.0,
         gt=0,
@@ -210,13 +214,14 @@ class AlertSettings(Section):
         "(dead and failed deliveries stay until retried)",
     )
     top_articles: int = Field(5, ge=1, le=20, description="articles shown per alert")
-    summary_chars: int = Field(400, ge=40, le=3000)
+    summary_chars: int = Field(400, ge=40, le=3000, description="story summary shown, cut at a word")
 
     @model_validator(mode="after")
     def _rule_channels_known(self) -> AlertSettings:
         unknown = [c for c in self.rules.emerging.channels if c not in self.channels]
         if unknown:
-            raise ValueError(f"rules.emerging.channels: unknown channel(s) {unknown} (known: {sorted(self.channels)})")
+            known = sorted(self.channels)
+            raise ValueError(f"rules.emerging.channels: unknown channel(s) {unknown} (known: {known})")
         slow = [n for n, c in self.channels.items() if c.timeout_s >= self.claim_lease_s]
         if slow:
             raise ValueError(f"claim_lease_s must exceed every channel's timeout_s (too slow: {slow})")
