@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from storywatch.settings.base import Named, Section
 
@@ -20,15 +20,77 @@ class EmbedSettings(Section):
     lead_chars: int = Field(400, ge=0)
 
 
+class TopicMatchSettings(Section):
+    """How an article's text is scored against a watched topic (see :mod:`enrich.topics`).
+
+    The score is the cosine similarity to the centroid of the topic's name, description
+    and examples (or to the closest of them, less ``anchor_slack``), lowered when the
+    article is about as close (within ``counter_margin``) or closer to a counter-example
+    than to the closest anchor; keyword gates subtract ``gate_penalty``.
+    """
+
+    anchor_slack: float = Field(0.15, ge=0, le=2)
+    """An article this much closer to one anchor than the threshold matches on it alone."""
+
+    counter_margin: float = Field(0.05, ge=0, le=1)
+    """A counter-example within this much of the best positive similarity starts to penalise."""
+    counter_weight: float = Field(1.0, ge=0, le=5)
+    """How strongly a closer counter-example lowers the score."""
+    gate_penalty: float = Field(1.0, ge=0, le=2)
+    """Subtracted from the score of an article a keyword gate rejects (it ranks below the rest)."""
+
+
+class EventSettings(Section):
+    """When a story change is material enough for a new revision (see :mod:`enrich.events`)."""
+
+    source_step: int = Field(2, ge=1)
+    """An ``updated`` event with ``new_sources`` once independent sources grew by this many."""
+    velocity_window_s: float = Field(6 * 3600.0, gt=0)
+    """Velocity is articles per hour published within this window before the newest one."""
+    velocity_jump_factor: float = Field(2.0, gt=1)
+    """``velocity_jump`` when velocity reaches this multiple of the last published velocity..."""
+    velocity_jump_min: float = Field(1.0, ge=0)
+    """...and is at least this many articles per hour."""
+    entities_step: int = Field(2, ge=1)
+    """``new_entities`` when at least this many key entities appeared since the last revision."""
+    top_articles: int = Field(5, ge=1, le=50)
+    """Articles carried in each story snapshot (distinct sources first)."""
+    story_ttl_s: float = Field(14 * 24 * 3600.0, gt=0)
+    """Forget the event state of stories without an article for this long."""
+    emerging_factor: float = Field(3.0, gt=1)
+    """``emerging`` when velocity and independent sources reach this multiple of the baseline..."""
+    emerging_min_sources: int = Field(3, ge=1)
+    """...with at least this many independent sources..."""
+    emerging_min_velocity: float = Field(2.0, ge=0)
+    """...and at least this many articles per hour..."""
+    emerging_warmup: int = Field(50, ge=0)
+    """...once the baseline has seen this many articles."""
+    baseline_half_life: int = Field(200, ge=1)
+    """The rolling baseline forgets half its weight over this many articles."""
+
+
 class EnrichSettings(Section):
-    embed: EmbedSettings = EmbedSettings()
+    embed: EmbedSettings = EmbedSettings.model_validate({})
     cluster: dict[str, Any] = Field(default_factory=dict)
     topic_threshold: float = Field(0.45, ge=-1, le=1)
+    """Default score a story needs to match a watched topic (cosine scale, all-MiniLM-L6-v2)."""
     snapshot_every: int = Field(200, ge=1)
+    """Snapshot the enrich state (and commit the bus offsets) after this many articles."""
+    group: str = Field("storywatch-enrich", min_length=1)
+    """Consumer group of the enrich stage (one active member: the story state is not sharded)."""
+    state_namespace: str = Field("enrich", min_length=1)
+    """Store namespace of the enrich snapshot."""
+    topics: TopicMatchSettings = TopicMatchSettings.model_validate({})
+    events: EventSettings = EventSettings.model_validate({})
 
 
 class WatchedTopic(Named):
-    """A topic as a user writes it; see config/topics.yaml for a commented example."""
+    """A topic as a user writes it; see config/topics.yaml for a commented example.
+
+    Keywords match case-insensitively on word boundaries (``"missile"`` does not match
+    ``"missiles"``; list both). ``require_keywords``: at least one must occur;
+    ``exclude_keywords``: none may occur.
+    """
 
     description: str = ""
     examples: list[str] = Field(default_factory=list)
@@ -36,7 +98,14 @@ class WatchedTopic(Named):
     require_keywords: list[str] = Field(default_factory=list)
     exclude_keywords: list[str] = Field(default_factory=list)
     threshold: float | None = Field(None, ge=-1, le=1)
+    """Score needed to match; None = ``enrich.topic_threshold``."""
     min_sources: int = Field(1, ge=1)
     min_articles: int = Field(1, ge=1)
     severity: Severity = "medium"
     channels: list[str] = Field(default_factory=list)
+
+    @field_validator("examples", "counter_examples", "require_keywords", "exclude_keywords")
+    @classmethod
+    def _drop_blank(cls, v: list[str]) -> list[str]:
+        return [s.strip() for s in v if s and s.strip()]
+

@@ -1,0 +1,310 @@
+"""Offline enrich commands: score topics, replay articles into stories, evaluate clustering.
+
+Their interfaces are fixed (other tools read the output):
+
+- ``storywatch topics score --topics T.yaml --input A.jsonl --out S.jsonl`` writes, per
+  article, ``{"id": ..., "scores": {"TOPIC": float, ...}, "matched": ["TOPIC", ...]}``.
+- ``storywatch replay --input A.jsonl --assignments OUT.jsonl`` writes, per article,
+  ``{"id": ..., "story_id": ...}``: the story after merges.
+- ``storywatch eval clustering --input A.jsonl`` prints BCubed precision, recall, F1.
+
+Input articles are JSON lines with ``id, title, text, published, source, url``; any
+field but ``id`` may be empty or null.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import ValidationError
+
+from enrich.embed import Embedder, article_text, make_embedder
+from enrich.service import EnrichService, embed_config
+from enrich.topics import TopicMatcher
+from storywatch.clock import FakeClock
+from storywatch.errors import StorywatchError
+from storywatch.logs import kv
+from storywatch.schema import Article
+from storywatch.settings import Settings
+from storywatch.settings.enrich import WatchedTopic
+
+log = logging.getLogger("storywatch.enrich")
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+_FALLBACK_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_SCORE_BATCH = 64
+
+
+class InputError(StorywatchError):
+    """An input file is unreadable or malformed; ``path`` and ``line`` say where."""
+
+    def __init__(self, path: Path, reason: str, line: int | None = None):
+        self.path = path
+        self.line = line
+        self.reason = reason
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: {reason}")
+
+
+# -- reading input ---------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON-lines file; blank lines are skipped, an object needs an ``id``."""
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror}") from None
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(path, f"not JSON: {exc.msg}", n) from None
+            if not isinstance(row, dict) or row.get("id") in (None, ""):
+                raise InputError(path, "expected an object with an id", n)
+            yield row
+
+
+def load_topics(path: Path) -> list[WatchedTopic]:
+    """Watched topics from YAML: a ``topics:`` list (as in the config) or a bare list."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"invalid YAML: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("topics")
+    if not isinstance(data, list):
+        raise InputError(path, "expected a list of topics, or a mapping with a 'topics' list")
+    topics = []
+    for i, item in enumerate(data):
+        try:
+            topics.append(WatchedTopic.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise InputError(path, f"topics.{i}.{key}: {err['msg']}") from None
+    names = [t.name for t in topics]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(path, f"duplicate topic names {dupes}")
+    return topics
+
+
+def _text(value: Any) -> str:
+    """Visible text of a field that may hold HTML, whitespace collapsed."""
+    if value is None:
+        return ""
+    s = str(value)
+    if "<" in s or "&" in s:
+        from selectolax.lexbor import LexborHTMLParser
+
+        tree = LexborHTMLParser(s.replace("<br", " <br").replace("</p>", "</p> "))
+        for node in tree.css("script, style"):
+            node.decompose()
+        root = tree.body or tree.root
+        s = root.text(separator="") if root is not None else s
+    return " ".join(s.split())
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601, RFC 2822 or Unix seconds, as aware UTC (naive taken as UTC); None if unusable."""
+    if value is None or value == "":
+        return None
+    dt: datetime | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    s = str(value).strip()
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        try:
+            dt = parsedate_to_datetime(s)
+        except (TypeError, ValueError, IndexError):
+            return None
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def normalise(rows: list[dict[str, Any]]) -> list[Article]:
+    """Minimal ingest normalisation: HTML to text, times to UTC, a source for every article.
+
+    A missing or unusable ``published`` takes the previous article's time (the first
+    usable one for leading articles), so the same file always gives the same times.
+    """
+    first = next((t for t in (parse_time(r.get("published")) for r in rows) if t is not None), _FALLBACK_TIME)
+    previous = first
+    out = []
+    for row in rows:
+        published = parse_time(row.get("published")) or previous
+        previous = published
+        url = str(row["url"]).strip() if row.get("url") else None
+        host = (urlsplit(url).hostname or "").removeprefix("www.") if url else ""
+        out.append(
+            Article(
+                id=str(row["id"]),
+                url=url or None,
+                title=_text(row.get("title")),
+                summary=_text(row.get("text") if row.get("text") is not None else row.get("summary")),
+                published=published,
+                fetched_at=published,
+                source=_text(row.get("source")) or host,
+                source_host=host,
+            )
+        )
+    return out
+
+
+# -- topics score ----------------------------------------------------------------------
+
+
+def score_topics(
+    settings: Settings,
+    topics_path: Path,
+    input_path: Path,
+    out_path: Path,
+    *,
+    embedder: Embedder | None = None,
+) -> int:
+    """Score every article of ``input_path`` against the topics of ``topics_path``."""
+    try:
+        topics = load_topics(topics_path)
+        rows = list(read_jsonl(input_path))
+    except InputError as exc:
+        print(f"storywatch: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    ecfg = embed_config(settings)
+    embedder = embedder or make_embedder(ecfg)
+    matcher = TopicMatcher(
+        topics, embedder, default_threshold=settings.enrich.topic_threshold, settings=settings.enrich.topics
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8") as out:
+        for start in range(0, len(rows), _SCORE_BATCH):
+            batch = rows[start : start + _SCORE_BATCH]
+            titles = [_text(r.get("title")) for r in batch]
+            bodies = [_text(r.get("text") if r.get("text") is not None else r.get("summary")) for r in batch]
+            texts = [article_text(t, b, ecfg.lead_chars) for t, b in zip(titles, bodies, strict=True)]
+            vectors = embedder.encode(texts)
+            for i, row in enumerate(batch):
+                scores = matcher.score(f"{titles[i]}\n{bodies[i]}", vectors[i])
+                line = {
+                    "id": row["id"],
+                    "scores": {s.topic: round(s.score, 4) for s in scores},
+                    "matched": [s.topic for s in scores if s.matched],
+                }
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+# -- replay ----------------------------------------------------------------------------
+
+
+def replay(
+    settings: Settings, input_path: Path, assignments_path: Path, *, embedder: Embedder | None = None
+) -> int:
+    """Normalise the articles, run them through the enrich service on a temporary embedded
+    bus and store, in file order, and write each article's final story."""
+    from storywatch.bus.embedded import EmbeddedBus
+    from storywatch.store.sqlite import SQLiteStore
+
+    try:
+        rows = list(read_jsonl(input_path))
+    except InputError as exc:
+        print(f"storywatch: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    articles = normalise(rows)
+    # One snapshot at the end: a replay has no crash to recover from.
+    settings = settings.model_copy(
+        update={"enrich": settings.enrich.model_copy(update={"snapshot_every": 10**12})}
+    )
+    latest = max((a.published for a in articles), default=_FALLBACK_TIME)
+    clock = FakeClock(latest + timedelta(days=1))
+    assigned: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="storywatch-replay-") as tmp:
+        bus = EmbeddedBus(Path(tmp) / "bus.db")
+        store = SQLiteStore(Path(tmp) / "state.db")
+        try:
+            topic = settings.bus.topics.raw_articles
+            bus.ensure_topics([topic, settings.bus.topics.story_events, settings.bus.topics.dead_letters])
+            producer = bus.producer()
+            for a in articles:
+                producer.publish(topic, a.id, a.to_bytes())
+            producer.flush()
+            service = EnrichService(
+                settings, bus, store, clock, embedder=embedder, on_assign=assigned.__setitem__
+            )
+            try:
+                service.drain()
+            finally:
+                service.close()
+            final = {sid: service.resolve(sid) for sid in set(assigned.values())}
+        finally:
+            bus.close()
+            store.close()
+    assignments_path.parent.mkdir(parents=True, exist_ok=True)
+    missing = 0
+    with assignments_path.open("w", encoding="utf-8") as out:
+        for a in articles:
+            sid = assigned.get(a.id)
+            if sid is None:  # dead-lettered: its own story, so the output stays complete
+                missing += 1
+                sid = "unassigned-" + a.id
+            out.write(json.dumps({"id": a.id, "story_id": final.get(sid, sid)}, ensure_ascii=False) + "\n")
+    if missing:
+        log.warning("articles could not be enriched", extra=kv(articles=missing))
+    return EXIT_OK
+
+
+# -- eval clustering -------------------------------------------------------------------
+
+
+def eval_clustering(
+    settings: Settings,
+    input_path: Path,
+    shuffle_seed: int | None,
+    out: TextIO,
+    *,
+    embedder: Embedder | None = None,
+) -> int:
+    """BCubed precision, recall and F1 of the clusterer on a file labelled with ``story``."""
+    from enrich.evaluate import evaluate_file
+    from enrich.service import cluster_config
+
+    ecfg = embed_config(settings)
+    try:
+        result = evaluate_file(
+            input_path, cluster_config(settings), embedder or make_embedder(ecfg), shuffle_seed, ecfg.lead_chars
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"storywatch: {input_path}: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    if not result.get("articles"):
+        print(f"storywatch: {input_path}: no articles with a 'story' label", file=sys.stderr)
+        return EXIT_FAILED
+    out.write(
+        f"BCubed precision: {result['precision']:.4f}\n"
+        f"BCubed recall:    {result['recall']:.4f}\n"
+        f"BCubed F1:        {result['f1']:.4f}\n"
+        f"articles: {result['articles']}  gold stories: {result['gold_stories']}  "
+        f"predicted stories: {result['predicted_stories']}\n"
+    )
+    return EXIT_OK

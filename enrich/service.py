@@ -1,0 +1,333 @@
+"""The enrich stage as a service: articles in, story events out.
+
+One step polls a micro-batch of articles (up to ``enrich.embed.batch_size``, waiting at
+most ``batch_ms`` more to fill it), embeds them in one encode call, then in order:
+assigns each to a story (:class:`enrich.cluster.StoryClusterer`), scores it against the
+watched topics (:class:`enrich.topics.TopicMatcher`) and derives the story events
+(:class:`enrich.events.StoryEvents`), which are published keyed by ``story_id``.
+
+After publishing an event it also updates the story's document in ``enrich.stories``
+(:func:`storywatch.views.story_documents`), the read model of the dashboard.
+
+Restart safety: every ``snapshot_every`` articles (and on drain and close) the service
+flushes its events, then writes ONE store document holding the clusterer and event state
+*and the offsets it covers*, and only then commits the bus offsets. After a crash the
+bus may redeliver records the snapshot already covers (crash between the snapshot and
+the commit): they are skipped by offset. Records after the snapshot are processed again
+from the snapshot's state, and since assignment is deterministic they get the same
+stories, revisions and events (at-least-once, with identical duplicates that the alerts
+stage drops by event id).
+
+The enrich state is one sequence over all partitions, so one enrich process consumes
+the group at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from enrich.cluster import ClusterInput, StoryClusterer
+from enrich.config import ClusterConfig, EmbedConfig
+from enrich.embed import Embedder, article_text, make_embedder
+from enrich.events import ArticleInfo, StoryEvents
+from enrich.topics import TopicMatcher
+from storywatch.bus import Bus, Consumer, Producer, Record
+from storywatch.clock import Clock
+from storywatch.errors import BusError, ConfigError, SchemaError, StoreError
+from storywatch.logs import kv
+from storywatch.schema import Article, DeadLetter, decode
+from storywatch.settings import Settings
+from storywatch.store import Store
+from storywatch.views import NS_STORIES, story_documents
+
+log = logging.getLogger("storywatch.enrich")
+
+STATE_KEY = "state"
+SNAPSHOT_VERSION = 1
+_TEXT_CHARS = {"title": 0, "title_text": 20_000}
+_LEAD_CHARS = 300
+
+AssignHook = Callable[[str, str], None]
+"""Called with ``(article_id, story_id)`` after each assignment (replay records them)."""
+
+
+def embed_config(settings: Settings) -> EmbedConfig:
+    """The clustering engineer's :class:`EmbedConfig` from ``enrich.embed`` settings."""
+    e = settings.enrich.embed
+    return EmbedConfig.model_validate(
+        {
+            "model": e.model,
+            "backend": e.backend,
+            "batch_size": e.batch_size,
+            "lead_chars": _TEXT_CHARS.get(e.text, e.lead_chars),
+        }
+    )
+
+
+def cluster_config(settings: Settings) -> ClusterConfig:
+    """:class:`ClusterConfig` from the free-form ``enrich.cluster`` mapping."""
+    try:
+        return ClusterConfig(**settings.enrich.cluster)
+    except ValidationError as exc:
+        problems = [
+            ("config", "enrich.cluster." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
+        ]
+        raise ConfigError(problems) from None
+
+
+class EnrichService:
+    """The enrich stage; implements :class:`storywatch.runtime.Service`.
+
+    ``embedder`` may be injected (tests share one model); otherwise the configured one is
+    loaded on the first batch, so that starting the service stays fast.
+    """
+
+    name = "enrich"
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        store: Store,
+        clock: Clock,
+        *,
+        embedder: Embedder | None = None,
+        on_assign: AssignHook | None = None,
+    ):
+        self.settings = settings
+        self.cfg = settings.enrich
+        self.bus = bus
+        self.store = store
+        self.clock = clock
+        self.on_assign = on_assign
+        self._topics = settings.bus.topics
+        self._embed_cfg = embed_config(settings)
+        self._cluster_cfg = cluster_config(settings)
+        self._embedder = embedder
+        self._matcher: TopicMatcher | None = None
+        self._clusterer: StoryClusterer | None = None
+        self._clusterer_state: dict[str, Any] | None = None
+        self.events = StoryEvents(self.cfg.events, settings.topics)
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._covered: dict[str, int] = {}
+        self._loaded = False
+        self._pending = 0
+        self.processed = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _io(self) -> tuple[Consumer, Producer]:
+        if not self._loaded:
+            self._load_snapshot()
+        if self._consumer is None:
+            self._consumer = self.bus.consumer(self.cfg.group, [self._topics.raw_articles])
+        if self._producer is None:
+            self._producer = self.bus.producer()
+        return self._consumer, self._producer
+
+    def start(self) -> None:
+        self._io()
+
+    def step(self, timeout: float) -> int:
+        consumer, _ = self._io()
+        batch = self._embed_cfg.batch_size
+        records = consumer.poll(batch, timeout)
+        if records and len(records) < batch and self.cfg.embed.batch_ms:
+            records += consumer.poll(batch - len(records), self.cfg.embed.batch_ms / 1000.0)
+        handled = self._handle(records) if records else 0
+        if self._pending >= self.cfg.snapshot_every:
+            self.checkpoint()
+        return handled
+
+    def drain(self) -> int:
+        consumer, _ = self._io()
+        handled = 0
+        while records := consumer.poll(self._embed_cfg.batch_size, 0.0):
+            handled += self._handle(records)
+            if self._pending >= self.cfg.snapshot_every:
+                self.checkpoint()
+        self.checkpoint()
+        return handled
+
+    def close(self) -> None:
+        try:
+            if self._consumer is not None:
+                self.checkpoint()
+        finally:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+    # -- state ---------------------------------------------------------------------
+
+    def _load_snapshot(self) -> None:
+        doc = self.store.get(self.cfg.state_namespace, STATE_KEY)
+        self._loaded = True
+        if not doc:
+            return
+        if doc.get("version") != SNAPSHOT_VERSION:
+            raise StoreError(f"enrich snapshot has unsupported version {doc.get('version')!r}")
+        self._covered = {str(k): int(v) for k, v in doc["offsets"].items()}
+        self._clusterer_state = doc["clusterer"]
+        self.events.load_state(doc["events"])
+        log.info("restored enrich snapshot", extra=kv(articles=doc.get("articles", 0), offsets=self._covered))
+
+    def checkpoint(self) -> None:
+        """Flush events, snapshot state with the offsets it covers, then commit the offsets."""
+        if self._consumer is None or self._producer is None:
+            return
+        self._producer.flush()
+        if self._pending:
+            doc = {
+                "version": SNAPSHOT_VERSION,
+                "offsets": self._covered,
+                "clusterer": self._clusterer.to_state() if self._clusterer else self._clusterer_state,
+                "events": self.events.to_state(),
+                "articles": self.processed,
+                "saved_at": self.clock.now().isoformat(),
+            }
+            self.store.put(self.cfg.state_namespace, STATE_KEY, doc)
+            self._pending = 0
+        self._consumer.commit()
+
+    def resolve(self, story_id: str) -> str:
+        """The surviving id of a story that may have been merged into another."""
+        if self._clusterer is not None:
+            story_id = self._clusterer.resolve(story_id)
+        return self.events.resolve(story_id)
+
+    def _model(self) -> tuple[Embedder, TopicMatcher, StoryClusterer]:
+        """Load the embedder, the topic anchors and the clusterer on first use (seconds)."""
+        if self._embedder is None:
+            log.info("loading embedding model", extra=kv(model=self._embed_cfg.model or "all-MiniLM-L6-v2"))
+            self._embedder = make_embedder(self._embed_cfg)
+        if self._matcher is None:
+            self._matcher = TopicMatcher(
+                self.settings.topics,
+                self._embedder,
+                default_threshold=self.cfg.topic_threshold,
+                settings=self.cfg.topics,
+            )
+        if self._clusterer is None:
+            if self._clusterer_state is not None:
+                self._clusterer = StoryClusterer.from_state(self._clusterer_state, self._cluster_cfg, self.clock)
+                self._clusterer_state = None
+            else:
+                self._clusterer = StoryClusterer(self._embedder.dim, self._cluster_cfg, self.clock)
+        return self._embedder, self._matcher, self._clusterer
+
+    # -- records -> events ---------------------------------------------------------
+
+    def _handle(self, records: list[Record]) -> int:
+        _, producer = self._io()
+        fresh = [r for r in records if r.offset >= self._covered.get(_pos(r), 0)]
+        articles: list[tuple[Record, Article]] = []
+        for rec in fresh:
+            try:
+                articles.append((rec, decode(Article, rec.topic, rec.value)))
+            except SchemaError as exc:
+                self._dead_letter(producer, rec, exc.reason)
+        with self.store.transaction():
+            self._process(producer, articles)
+        for rec in fresh:
+            self._covered[_pos(rec)] = max(self._covered.get(_pos(rec), 0), rec.offset + 1)
+        self._pending += len(fresh)
+        self.processed += len(fresh)
+        producer.flush()
+        return len(fresh)
+
+    def _process(self, producer: Producer, articles: list[tuple[Record, Article]]) -> None:
+        if not articles:
+            return
+        todo: list[tuple[Record, Article]] = []
+        for rec, art in articles:
+            known = self.events.story_of(art.id)
+            if known is not None:
+                # A retitle, or the same article delivered again: new wording, not a new report.
+                self.events.on_title_update(art.id, art.title)
+                if self.on_assign:
+                    self.on_assign(art.id, known)
+            else:
+                todo.append((rec, art))
+        if not todo:
+            return
+        embedder, matcher, clusterer = self._model()
+        lead = self._embed_cfg.lead_chars
+        texts = [article_text(a.title, a.summary, lead) for _, a in todo]
+        vectors = embedder.encode(texts)
+        for (rec, art), vec in zip(todo, vectors, strict=True):
+            known = self.events.story_of(art.id)
+            if known is not None:  # the same id twice in one batch
+                self.events.on_title_update(art.id, art.title)
+                if self.on_assign:
+                    self.on_assign(art.id, known)
+                continue
+            try:
+                self._one(producer, matcher, clusterer, art, vec)
+            except (BusError, StoreError):
+                raise
+            except Exception as exc:  # one bad article must not stop the stream
+                log.exception("cannot enrich article", extra=kv(article_id=art.id, offset=rec.offset))
+                self._dead_letter(producer, rec, f"{type(exc).__name__}: {exc}")
+
+    def _one(
+        self, producer: Producer, matcher: TopicMatcher, clusterer: StoryClusterer, art: Article, vec: np.ndarray
+    ) -> None:
+        source = art.source or art.source_host
+        assignment = clusterer.assign(
+            ClusterInput(
+                id=art.id,
+                title=art.title,
+                text=art.summary,
+                embedding=vec,
+                published=art.published,
+                source=source or None,
+                url=art.url,
+            )
+        )
+        if self.on_assign:
+            self.on_assign(art.id, assignment.story_id)
+        scores = matcher.score(f"{art.title}\n{art.summary}", vec)
+        info = ArticleInfo(
+            id=art.id,
+            title=art.title,
+            at=art.fetched_at,
+            url=art.url,
+            source=source,
+            published=art.published,
+            lead=" ".join(art.summary.split())[:_LEAD_CHARS],
+        )
+        for ev in self.events.on_assignment(assignment, info, scores):
+            producer.publish(self._topics.story_events, ev.story_id, ev.to_bytes())
+            # The read model of the dashboard and `storywatch status`.
+            for key, doc in story_documents(ev, lambda k: self.store.get(NS_STORIES, k)).items():
+                self.store.put(NS_STORIES, key, doc)
+            log.info(
+                "story event",
+                extra=kv(story_id=ev.story_id, event=ev.type, revision=ev.revision, article_id=art.id),
+            )
+
+    def _dead_letter(self, producer: Producer, rec: Record, reason: str) -> None:
+        log.warning("dead letter", extra=kv(topic=rec.topic, offset=rec.offset, error=reason))
+        letter = DeadLetter(
+            source_topic=rec.topic,
+            stage=self.name,
+            reason=reason,
+            key=rec.key,
+            value=rec.value.decode("utf-8", errors="replace"),
+            at=self.clock.now(),
+        )
+        producer.publish(self._topics.dead_letters, rec.key, letter.to_bytes())
+
+
+def _pos(rec: Record) -> str:
+    return f"{rec.topic}:{rec.partition}"
