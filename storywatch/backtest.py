@@ -14,8 +14,9 @@ the running pipeline is touched:
   commits, so no stage's offsets move.
 
 Time is replayed, not waited for: a :class:`~storywatch.clock.FakeClock` follows the
-articles' publication times, and the stages drain after each slice of
-``_SLICE`` of article time, so velocity and "emerging" see the history's own pace.
+times the articles arrived (``fetched_at``; a JSONL file's ``published``), and the stages
+drain after each ``_SLICE`` of that time, so velocity and "emerging" see the history's
+own pace.
 
 The core does not import the stages: the caller (the CLI, the composition root) passes
 ``make_services``, which builds the enrich and alerts services over the temporary bus
@@ -101,8 +102,8 @@ def read_jsonl(path: Path) -> Iterator[Article]:
 
 
 def read_history(bus: Bus, topic: str, since: datetime | None) -> Iterator[Article]:
-    """Articles retained on ``topic``, published at or after ``since``, read by a
-    throwaway consumer group that never commits."""
+    """Articles retained on ``topic`` that arrived (``fetched_at``) at or after ``since``,
+    read by a throwaway consumer group that never commits."""
     consumer = bus.consumer(f"storywatch-backtest-{uuid.uuid4().hex[:12]}", [topic])
     try:
         while records := consumer.poll(_POLL_BATCH, 1.0):
@@ -111,7 +112,7 @@ def read_history(bus: Bus, topic: str, since: datetime | None) -> Iterator[Artic
                     article = decode(Article, rec.topic, rec.value)
                 except SchemaError:
                     continue
-                if since is None or article.published >= since:
+                if since is None or article.fetched_at >= since:
                     yield article
     finally:
         consumer.close()
@@ -135,10 +136,10 @@ def isolated_settings(settings: Settings, workdir: Path) -> Settings:
 
 
 def _slices(articles: list[Article]) -> Iterator[list[Article]]:
-    """Consecutive articles grouped by ``_SLICE`` of publication time (capped in size)."""
+    """Consecutive articles grouped by ``_SLICE`` of arrival time (capped in size)."""
     batch: list[Article] = []
     for a in articles:
-        if batch and (a.published - batch[0].published >= _SLICE or len(batch) >= _MAX_SLICE_ARTICLES):
+        if batch and (a.fetched_at - batch[0].fetched_at >= _SLICE or len(batch) >= _MAX_SLICE_ARTICLES):
             yield batch
             batch = []
         batch.append(a)
@@ -150,14 +151,15 @@ def replay(
     settings: Settings, articles: Sequence[Article], make_services: ServiceFactory, workdir: Path
 ) -> list[dict[str, object]]:
     """Run ``articles`` (in publication order) through the services on an isolated bus
-    and store under ``workdir``; return the deliveries the alert rules recorded."""
+    and store under ``workdir``, in arrival order; return the deliveries the alert rules
+    recorded."""
     from storywatch.bus.embedded import EmbeddedBus
     from storywatch.store.sqlite import SQLiteStore
     from storywatch.views import NS_DELIVERIES
 
     iso = isolated_settings(settings, workdir)
-    ordered = sorted(articles, key=lambda a: (a.published, a.id))
-    clock = FakeClock(ordered[0].published if ordered else datetime.now(UTC))
+    ordered = sorted(articles, key=lambda a: (a.fetched_at, a.published, a.id))
+    clock = FakeClock(ordered[0].fetched_at if ordered else datetime.now(UTC))
     bus = EmbeddedBus(workdir / "bus.db", retention_s=10 * 365 * 86400.0)
     store = SQLiteStore(workdir / "state.db")
     try:
@@ -172,7 +174,7 @@ def replay(
                 for a in batch:
                     producer.publish(topics.raw_articles, a.id, a.to_bytes())
                 producer.flush()
-                latest = batch[-1].published
+                latest = batch[-1].fetched_at
                 if latest > clock.now():
                     clock.advance((latest - clock.now()).total_seconds())
                 for svc in services:
