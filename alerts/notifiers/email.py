@@ -2,7 +2,7 @@
 
 The Message-ID is derived from the delivery's idempotency key, so a resend after a
 crash carries the same Message-ID and mail systems can drop it; a follow-up names its
-story's first alert in In-Reply-To and References, so mail clients thread them. One SMTP
+story's first alert in In-Reply-To and References, and takes its subject as ``Re: <subject>``, so mail clients thread them. One SMTP
 connection per message: alerts are rare, and a pooled connection would go stale.
 """
 
@@ -41,7 +41,12 @@ class EmailNotifier:
         r = self.ctx.renderer
         context = msg.context() | {"prefix": self.cfg.subject_prefix}
         em = EmailMessage()
-        em["Subject"] = _one_line(r.render("email_subject.txt.j2", **context))
+        root_subject = (msg.parent_result or {}).get("subject")
+        if msg.parent_key and root_subject:
+            # Gmail threads only messages with the same subject, whatever References say.
+            em["Subject"] = "Re: " + _one_line(str(root_subject)).removeprefix("Re: ")
+        else:
+            em["Subject"] = _one_line(r.render("email_subject.txt.j2", **context))
         em["From"] = self.cfg.from_addr
         em["To"] = ", ".join(self.cfg.to)
         em["Date"] = format_datetime(self.ctx.clock.now())
@@ -89,7 +94,7 @@ class EmailNotifier:
             raise DeliveryError(self.name, f"TLS certificate rejected: {exc.verify_message}") from None
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(self.name, f"{type(exc).__name__}: {exc}") from None
-        result: dict[str, Any] = {"message_id": em["Message-ID"]}
+        result: dict[str, Any] = {"message_id": em["Message-ID"], "subject": em["Subject"]}
         if refused:
             result["refused"] = sorted(refused)
         return result

@@ -117,7 +117,8 @@ def test_follow_up_threads_under_the_first_alert(tmp_path: Path, harness_factory
         first, second = (r.message for r in smtp.wait_for(2))
         assert second["In-Reply-To"] == first["Message-ID"]
         assert second["References"] == first["Message-ID"]
-        assert "Update" in second["Subject"]
+        assert second["Subject"] == "Re: " + first["Subject"]
+        assert "Update on a story" in second.get_body(("plain",)).get_content()
         assert "4 new sources" in second.get_body(("plain",)).get_content()
 
 
