@@ -1,9 +1,10 @@
 """Email over SMTP: STARTTLS or implicit TLS, optional AUTH, multipart text + HTML.
 
 The Message-ID is derived from the delivery's idempotency key, so a resend after a
-crash carries the same Message-ID and mail systems can drop it; a follow-up names its
-story's first alert in In-Reply-To and References, and takes its subject as ``Re: <subject>``, so mail clients thread them. One SMTP
-connection per message: alerts are rare, and a pooled connection would go stale.
+crash carries the same Message-ID and mail systems can drop it. A follow-up names its
+story's first alert in In-Reply-To and References and takes its subject as
+``Re: <subject>``, so mail clients thread them. One SMTP connection per message: alerts
+are rare, and a pooled connection would go stale.
 """
 
 from __future__ import annotations
