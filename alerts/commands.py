@@ -56,6 +56,8 @@ def list_alerts(settings: Settings, store: Store, state: str | None, as_json: bo
         out.write(f"{d['id']:<16}  {d['state']:<9} {channel:<12} {tries:>5}  {created:<16}  {title}\n")
         if d["state"] in ("failed", "dead") and d.get("last_error"):
             out.write(f"{'':<16}  error: {d['last_error']}\n")
+        if d["state"] == "held" and d.get("release_at"):
+            out.write(f"{'':<16}  held until {d['release_at'][:16].replace('T', ' ')} UTC (digest or quiet hours)\n")
     counts = {s: 0 for s in STATES}
     for d in docs:
         counts[d["state"]] = counts.get(d["state"], 0) + 1

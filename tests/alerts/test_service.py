@@ -280,3 +280,13 @@ def test_alerts_wait_in_the_outbox_while_the_bus_is_down(harness_factory: Any) -
     h.drain()
     assert h.store.count("alerts.outbox") == 0
     assert [a.key for a in h.published()] == ["topic_appears/floods:s1:1"]
+
+
+def test_list_shows_when_held_alerts_go_out(tmp_path: Path, harness_factory: Any) -> None:
+    channels = {"file": {"kind": "file", "path": "alerts.jsonl", "digest": {"window_s": 600}}}
+    h = harness_factory(make_settings(tmp_path, channels))
+    h.send(event())
+    h.drain()
+    out = io.StringIO()
+    assert list_alerts(h.settings, h.store, "held", False, out) == 0
+    assert "held until 2026-03-02 09:10 UTC" in out.getvalue()
