@@ -63,7 +63,7 @@ def merge_batch(items: list[Normalised]) -> list[Normalised]:
             continue
         kept = out[idx]
         feeds = kept.article.feeds + [f for f in item.article.feeds if f not in kept.article.feeds]
-        out[idx] = Normalised(kept.article.model_copy(update={"feeds": feeds}), kept.title_key)
+        out[idx] = Normalised(kept.article.model_copy(update={"feeds": feeds}), kept.title_key, kept.declared_lang)
         by_id.setdefault(item.article.id, idx)
     return out
 

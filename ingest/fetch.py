@@ -164,6 +164,7 @@ class Fetcher:
         retry_after = parse_retry_after(resp.headers.get("retry-after"))
         status = resp.status_code
         if status == 304:
+            resp.read()  # an unread response would cost the pooled keep-alive connection
             # A 304 may refresh the validators; keep the old ones where it does not.
             return FetchResult(
                 url=final,

@@ -100,6 +100,8 @@ class Normalised:
 
     article: Article
     title_key: str
+    declared_lang: str | None = None
+    """The feed's ``<language>``, for detecting the language later (see :func:`with_language`)."""
 
 
 def entry_date(entry: Any) -> datetime | None:
@@ -121,9 +123,13 @@ def normalise_entry(
     feed_url: str,
     feed_name: str,
     fetched_at: datetime,
-    langs: LanguageDetector,
+    langs: LanguageDetector | None,
 ) -> Normalised:
-    """One entry as an Article; ``feed_key`` is the configured feed URL listed in ``feeds``."""
+    """One entry as an Article; ``feed_key`` is the configured feed URL listed in ``feeds``.
+
+    Without ``langs`` the language is left for :func:`with_language`, so that the
+    service detects it only for the articles it publishes.
+    """
     base = feed_url if not feed_url.startswith("file:") else (feed.link or feed_url)
     link = str(entry.get("link") or "").strip()
     url = canonical_url(link, base) if link else None
@@ -153,6 +159,14 @@ def normalise_entry(
         source=feed_name or feed.title or host,
         source_host=host,
         feeds=[feed_key],
-        lang=langs.language(f"{title}. {summary[:500]}", feed.language),
+        lang=langs.language(f"{title}. {summary[:500]}", feed.language) if langs else None,
     )
-    return Normalised(article, title_key(title, host))
+    return Normalised(article, title_key(title, host), feed.language)
+
+
+def with_language(article: Article, declared: str | None, langs: LanguageDetector) -> Article:
+    """``article`` with its language detected from title and summary (or the feed's)."""
+    if article.lang:
+        return article
+    lang = langs.language(f"{article.title}. {article.summary[:500]}", declared)
+    return article.model_copy(update={"lang": lang}) if lang else article

@@ -127,7 +127,7 @@ class Poller:
                         feed_url=url,
                         feed_name=spec.name,
                         fetched_at=fetched_at,
-                        langs=self.langs,
+                        langs=None,  # detected later, for published articles only
                     )
                 )
             except (ValueError, TypeError) as exc:
@@ -149,7 +149,7 @@ class Poller:
         if not text or len(text) <= len(art.summary):
             return item
         summary = " ".join(text.split())[:4000]
-        return Normalised(art.model_copy(update={"summary": summary}), item.title_key)
+        return Normalised(art.model_copy(update={"summary": summary}), item.title_key, item.declared_lang)
 
 
 def extract_text(html: bytes, url: str) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 from ingest.dedup import NS_SEEN, SeenStore
 from ingest.fetch import Fetcher
 from ingest.hosts import HostLimiter
-from ingest.normalise import LanguageDetector
+from ingest.normalise import LanguageDetector, with_language
 from ingest.poll import FeedSpec, Poller, PollOutcome
 from ingest.schedule import FeedState, Transition, after_failure, after_success, deferred
 from ingest.urls import url_host
@@ -193,8 +193,11 @@ class IngestService:
     def _commit(self, polled: list[tuple[FeedState, PollOutcome]]) -> int:
         with self._commit_lock:
             now = self.clock.now()
-            decisions = self.seen.decide([i for _, out in polled for i in out.items], now)
+            items = [i for _, out in polled for i in out.items]
+            decisions = self.seen.decide(items, now)
+            declared = {i.article.id: i.declared_lang for i in items}
             for art in decisions.publish:
+                art = with_language(art, declared.get(art.id), self.poller.langs)
                 self.producer.publish(self.topics.raw_articles, art.id, art.to_bytes())
             new_states: dict[str, FeedState] = {}
             for state, out in polled:

@@ -221,11 +221,12 @@ def rss(title: str, items: list[dict[str, str]], *, link: str = "https://example
 
 
 class BenchFeeds:
-    """``n`` synthetic feeds at ``/feed/<i>.xml``; each has a version that ``bump`` raises."""
+    """``n`` synthetic feeds at ``/feed/<i>.xml`` of 20 items each; ``bump`` adds an item
+    to a random share of them."""
 
     def __init__(self, n: int, seed: int = 7):
         self.n = n
-        self.versions = [0] * n
+        self.versions = [19] * n
         self.rng = random.Random(seed)
         self._lock = threading.Lock()
         self._t0 = datetime(2026, 3, 1, tzinfo=UTC)
