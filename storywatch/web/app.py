@@ -49,6 +49,11 @@ def _ago(dt: datetime | None, now: datetime) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
+def _count(n: int, noun: str) -> str:
+    """``3 articles``, ``1 article``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _utc(dt: datetime | None) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if dt else "–"
 
@@ -89,6 +94,7 @@ def create_app(
             "safe_url": safe_url,
             "refresh_s": refresh_s,
             "page": request.endpoint,
+            "count": _count,
         }
 
     @app.after_request
