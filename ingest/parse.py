@@ -87,6 +87,9 @@ def parse_feed(
     raw_entries = list(parsed.get("entries") or [])
     feed = parsed.get("feed") or {}
     if not parsed.get("version") and not raw_entries:
+        bad_encoding = _encoding_problem(head)
+        if bad_encoding:
+            raise FeedParseError(feed_url, f"{bad_encoding}; the publisher's encoding declaration is wrong")
         reason = warnings[0] if warnings else "no RSS, Atom or RDF root element"
         raise FeedParseError(feed_url, f"not a feed ({reason}); check that the URL points at the feed itself")
     entries = [e for e in raw_entries if (e.get("title") or "").strip() or (e.get("link") or "").strip()]
@@ -109,6 +112,28 @@ def parse_feed(
         warnings=warnings,
         version=parsed.get("version") or "",
     )
+
+
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
+def _encoding_problem(head: bytes) -> str | None:
+    """Why the document cannot be decoded as the encoding it declares, if it cannot."""
+    m = _DECLARED_ENCODING.match(head)
+    if not m or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None
+    name = m.group(1).decode("ascii")
+    if name.lower().replace("-", "").startswith(("utf16", "utf32")) and b"\x00" not in head[:64]:
+        return f"the document declares encoding {name!r} but is single-byte text (no NUL bytes)"
+    try:
+        head.decode(name)
+    except LookupError:
+        return f"the document declares an unknown encoding {name!r}"
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the sniffed head is not an error.
+        if exc.start < len(head) - 4:
+            return f"the document declares encoding {name!r} but is not valid {name} (byte {exc.start})"
+    return None
 
 
 def _doctype(head: bytes) -> bytes:

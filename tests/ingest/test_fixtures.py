@@ -83,6 +83,8 @@ CASES: dict[str, Expect] = {
     ),
     "rss2_wrong_encoding.xml": Expect(1, warning="CharacterEncodingOverride", titles=["Café owners protest new rules"]),
     "rss2_utf16.xml": Expect(1, titles=["Zürich trams run again"]),
+    "rss2_unknown_encoding.xml": Expect(1, warning="declared as x-klingon", titles=["Qapla wins the vote"]),
+    "rss2_declared_utf16_sent_utf8.xml": Expect(error="declares encoding 'utf-16' but is single-byte"),
     "rss2_bom.xml": Expect(1, titles=["Byte order mark feed"]),
     "rss091_netscape_doctype.xml": Expect(1, titles=["An RSS 0.91 item"], summaries=["Classic."]),
     "atom_basic.atom": Expect(
