@@ -17,6 +17,7 @@ Namespaces read (owned by the stages):
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -208,8 +209,7 @@ def _growth(doc: Mapping[str, Any], articles: Sequence[ArticleRow]) -> tuple[Gro
 def story_from_doc(story_id: str, doc: Mapping[str, Any]) -> StoryRow:
     """A story snapshot document (a ``StorySnapshot`` dump, optionally with ``matches``,
     ``articles`` and ``history``) as a :class:`StoryRow`."""
-    inner = doc.get("story")
-    snap: Mapping[str, Any] = inner if isinstance(inner, Mapping) else doc
+    snap = _snapshot(doc)
     raw_articles = snap.get("articles") or snap.get("top_articles") or ()
     articles = tuple(_article(a) for a in raw_articles if isinstance(a, Mapping))
     raw_matches = doc.get("matches") or snap.get("matches") or ()
@@ -294,16 +294,35 @@ def story_documents(event: StoryEvent, previous: Callable[[str], Doc | None]) ->
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def stories_view(store: Store, limit: int = 50, order: str = "newest") -> list[StoryRow]:
-    """The live stories (merged ones left out): ``order="newest"`` by last activity,
-    ``"growing"`` by velocity (articles per hour), ties broken the other way."""
-    rows = [story_from_doc(k, d) for k, d in store.scan(NS_STORIES, limit=_SCAN_CAP) if isinstance(d, dict)]
-    rows = [r for r in rows if not r.merged_into]
-    if order == "growing":
-        rows.sort(key=lambda r: (r.velocity, r.last_seen or _EPOCH), reverse=True)
-    else:
-        rows.sort(key=lambda r: (r.last_seen or _EPOCH, r.velocity), reverse=True)
-    return rows[:limit]
+def _snapshot(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    inner = doc.get("story")
+    return inner if isinstance(inner, Mapping) else doc
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def stories_view(store: Store, limit: int = 50, order: str = "newest", since: datetime | None = None) -> list[StoryRow]:
+    """The live stories (merged ones left out; with ``since``, only those active since
+    then): ``order="newest"`` by last activity, ``"growing"`` by velocity (articles per
+    hour), ties broken the other way. Only the ``limit`` shown are fully parsed."""
+    ranked = []
+    for key, doc in store.scan(NS_STORIES, limit=_SCAN_CAP):
+        if not isinstance(doc, dict) or doc.get("merged_into"):
+            continue
+        snap = _snapshot(doc)
+        last = parse_time(snap.get("last_seen")) or _EPOCH
+        if since is not None and last < since:
+            continue
+        velocity = _float(snap.get("velocity"))
+        rank = (velocity, last) if order == "growing" else (last, velocity)
+        ranked.append((rank, key, doc))
+    top = heapq.nlargest(limit, ranked, key=lambda r: (r[0], r[1]))
+    return [story_from_doc(key, doc) for _, key, doc in top]
 
 
 @dataclass(frozen=True)

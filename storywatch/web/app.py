@@ -135,7 +135,7 @@ def create_app(
     def timeline() -> str:
         hours = min(max(request.args.get("hours", 48, type=int) or 48, 1), 24 * 30)
         since = clk.now() - timedelta(hours=hours)
-        live = [s for s in views.stories_view(store, limit=500, order="growing") if (s.last_seen or since) >= since]
+        live = views.stories_view(store, limit=500, order="growing", since=since)
         top = live[:_CHART_STORIES]
         growth = line_chart(
             [Series(s.headline, [(p.at, p.articles) for p in s.growth if p.at >= since]) for s in top],
