@@ -66,6 +66,27 @@ class BacktestInputError(StorywatchError):
         super().__init__(f"{path}:{line}: {reason}")
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"7d"``, ``"36h"``, ``"90m"``, ``"1w"``, ``"45s"`` (or plain seconds) as a timedelta.
+
+    >>> parse_duration("7d")
+    datetime.timedelta(days=7)
+    """
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:]) if t else None
+    number = t[:-1] if unit else t
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 7d, 36h, 90m)") from None
+    if value <= 0 or value != value or value == float("inf"):
+        raise ValueError(f"not a positive duration: {text!r}")
+    return timedelta(seconds=value * (unit or 1))
+
+
 def _parse_time(value: object) -> datetime:
     if not isinstance(value, str) or not value:
         raise ValueError("published: expected an ISO-8601 time")
@@ -206,6 +227,9 @@ def backtest(
     ``since`` ago (all that is retained when None). Exit status 0, or 2 for unusable input.
     """
     now = now or datetime.now(UTC)
+    if since is not None and input_path is not None:
+        out.write("backtest: give --since (stored history) or --input (a file), not both\n")
+        return 2
     try:
         if input_path is not None:
             articles = list(read_jsonl(input_path))

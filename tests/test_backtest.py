@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from storywatch.backtest import backtest, isolated_settings, read_jsonl
+from storywatch.backtest import backtest, isolated_settings, parse_duration, read_jsonl
 from storywatch.bus import Bus
 from storywatch.bus.embedded import EmbeddedBus
 from storywatch.clock import Clock
@@ -220,3 +220,27 @@ def test_empty_input(tmp_path: Path) -> None:
     path.write_text("")
     assert backtest(new_config(tmp_path, []), None, path, out, make_services=make_services) == 0
     assert "no articles" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("7d", timedelta(days=7)), ("36h", timedelta(hours=36)), ("90m", timedelta(minutes=90)),
+     ("1w", timedelta(weeks=1)), ("45s", timedelta(seconds=45)), ("600", timedelta(minutes=10)),
+     (" 1.5D ", timedelta(hours=36))],
+    ids=["days", "hours", "minutes", "weeks", "seconds", "bare-seconds", "fraction-case-space"],
+)  # fmt: skip
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "d", "7x", "-1d", "0h", "nand", "infh", "seven days"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_since_and_input_are_exclusive(tmp_path: Path) -> None:
+    out = io.StringIO()
+    path = write_jsonl(tmp_path / "a.jsonl", articles())
+    assert backtest(new_config(tmp_path, []), timedelta(days=1), path, out, make_services=make_services) == 2
+    assert "not both" in out.getvalue()
