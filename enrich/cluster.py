@@ -32,8 +32,9 @@ from typing import Any
 import hnswlib
 import numpy as np
 
+from enrich.calibrate import OnlineDistribution
 from enrich.config import ClusterConfig
-from enrich.features import DocumentFrequency, extract_terms, overlap
+from enrich.features import DocumentFrequency, extract_terms, norm, overlap
 from enrich.story import Story, StoryState, fingerprint
 from storywatch.clock import Clock, utc
 
@@ -90,6 +91,9 @@ class StoryClusterer:
         self.dim = dim
         self.clock = clock
         self.df = DocumentFrequency(self.config.max_df_terms)
+        c = self.config
+        self.join_sims = OnlineDistribution(-0.2, 1.0, c.prior_similarity, 0.12, c.prior_weight)
+        self.join_overlaps = OnlineDistribution(0.0, 1.0, c.prior_overlap, 0.12, c.prior_weight)
         self.now = _EPOCH
         self._stories: OrderedDict[str, Story] = OrderedDict()
         self._by_label: dict[int, Story] = {}
@@ -112,13 +116,24 @@ class StoryClusterer:
         index.set_num_threads(1)
         return index
 
-    def _index_put(self, story: Story) -> None:
+    def _index_put(self, story: Story, force: bool = False) -> bool:
+        """Index the story's centroid; skip the update while it moved by less than ``reindex_drift``.
+
+        Updating an HNSW node is the most expensive step of an assignment, and a big
+        story's centroid barely moves; candidates are rescored on the fresh centroid.
+        """
+        centroid = story.centroid
+        if not force and story.indexed is not None and story.label in self._index_labels:
+            if float(centroid @ story.indexed) >= 1.0 - self.config.reindex_drift:
+                return False
+        story.indexed = centroid
         replace = story.label not in self._index_labels
         if replace and len(self._index_labels) >= self._capacity:
             self._capacity *= 2
             self._index.resize_index(self._capacity)
-        self._index.add_items(story.centroid[None, :], [story.label], num_threads=1, replace_deleted=replace)
+        self._index.add_items(centroid[None, :], [story.label], num_threads=1, replace_deleted=replace)
         self._index_labels.add(story.label)
+        return True
 
     def _index_drop(self, story: Story) -> None:
         self._index.mark_deleted(story.label)
@@ -164,7 +179,9 @@ class StoryClusterer:
             if self._is_copy(story, vec, sim, fps):
                 best, best_sim, best_ovl, duplicate = story, sim, 1.0, True
                 break
-            ovl = overlap(weights, self._profile(story))
+            if sim < c.min_similarity:
+                continue
+            ovl = overlap(weights, *self._profile(story))
             if self._accepts(story, sim, ovl) and (best is None or (sim, ovl) > (best_sim, best_ovl)):
                 best, best_sim, best_ovl = story, sim, ovl
 
@@ -173,18 +190,22 @@ class StoryClusterer:
             best = self._create(article.id)
             best_sim, best_ovl = 1.0, 1.0
         best.add_time(at, article.source, c.max_sources)
+        moved = False
         if duplicate:
             best.duplicate_count += 1
         else:
             self.df.add(terms)
+            if not created:
+                self.join_sims.add(best_sim)
+                self.join_overlaps.add(best_ovl)
             best.add_content(
                 vec, terms, article.title, None if created else best_sim, c.recent_vectors, c.profile_terms
             )
-            self._index_put(best)
+            moved = self._index_put(best)
         for fp in fps:
             best.add_fingerprint(fp)
         self._stories.move_to_end(best.id)
-        merged = () if created or duplicate else self._maybe_merge(best)
+        merged = self._maybe_merge(best) if moved and not created else ()
         survivor = self._stories[self.resolve(best.id)]
         self._evict()
         return Assignment(
@@ -200,13 +221,30 @@ class StoryClusterer:
 
     # -- decisions ---------------------------------------------------------------------
 
+    def _standardise(self, story: Story, sim: float) -> float:
+        """How typical ``sim`` is of the similarities at which articles joined ``story``.
+
+        The story's own statistics are shrunk towards the prior, worth ``prior_weight``
+        joins, so that a young story is judged by the prior and an old one by itself.
+        """
+        c = self.config
+        n = story.sim_n
+        mean, sd = story.cohesion
+        k0 = c.prior_weight
+        m = (n * mean + k0 * c.prior_similarity) / (n + k0)
+        var = (max(n - 1, 0) * sd * sd + k0 * c.prior_spread**2) / (max(n - 1, 0) + k0)
+        return (sim - m) / max(var**0.5, 1e-3)
+
     def _accepts(self, story: Story, sim: float, ovl: float) -> bool:
         c = self.config
+        if sim < c.min_similarity:
+            return False
+        zs = self._standardise(story, sim)
         if self._dormant(story):
-            return sim >= c.dormant_similarity and ovl >= c.min_overlap
-        if sim >= c.strong_similarity:
-            return True
-        return sim >= c.min_similarity and ovl >= c.min_overlap
+            return zs >= c.dormant_z and ovl >= c.min_overlap
+        if zs < -c.similarity_z:
+            return False
+        return zs >= c.strong_z or ovl >= c.min_overlap
 
     def _is_copy(self, story: Story, vec: np.ndarray, sim: float, fps: list[str]) -> bool:
         """Same body text, or same title and plausibly the same story, or a near-identical vector.
@@ -216,18 +254,30 @@ class StoryClusterer:
         title_fp, text_fp = fps
         if text_fp and text_fp in story.fingerprints:
             return True
-        if title_fp and title_fp in story.fingerprints and sim >= self.config.min_similarity:
+        if sim < self.config.min_similarity:
+            return False
+        if title_fp and title_fp in story.fingerprints:
             return True
         limit = self.config.near_duplicate_similarity
         return any(float(vec @ r.astype(np.float32)) >= limit for r in story.recent)
 
-    def _profile(self, story: Story) -> dict[str, float]:
-        n = max(story.vec_count, 1)
-        boost = self.config.entity_boost
-        return {
-            t: (k / n) * self.df.idf(t) * (boost if t in story.entity_terms else 1.0)
-            for t, k in story.term_counts.items()
-        }
+    def _profile(self, story: Story) -> tuple[dict[str, float], float]:
+        """The story's IDF-weighted term profile and its norm.
+
+        Cached until the story changes or the stream has grown by a tenth since: IDF
+        moves slowly, and recomputing every profile for every candidate dominated the cost.
+        """
+        docs = self.df.docs
+        if story.profile is None or docs > story.profile_docs * 1.1 + 10:
+            n = max(story.vec_count, 1)
+            boost = self.config.entity_boost
+            story.profile = {
+                t: (k / n) * self.df.idf(t) * (boost if t in story.entity_terms else 1.0)
+                for t, k in story.term_counts.items()
+            }
+            story.profile_norm = norm(story.profile)
+            story.profile_docs = docs
+        return story.profile, story.profile_norm
 
     def _dormant(self, story: Story) -> bool:
         return self.now - story.last_seen > timedelta(hours=self.config.dormant_after_hours)
@@ -240,9 +290,9 @@ class StoryClusterer:
             if other is story or self._dormant(other):
                 continue
             sim = float(centroid @ other.centroid)
-            if sim < c.merge_similarity:
+            if self.join_sims.standardise(sim) < c.merge_z:
                 continue
-            if overlap(self._profile(story), self._profile(other)) < c.min_overlap:
+            if self.join_overlaps.standardise(overlap(self._profile(story)[0], *self._profile(other))) < c.merge_z:
                 continue
             keep, gone = (other, story) if other.label < story.label else (story, other)
             keep.absorb(gone, c.recent_vectors, c.profile_terms, c.max_sources)
@@ -250,7 +300,7 @@ class StoryClusterer:
             del self._stories[gone.id]
             del self._by_label[gone.label]
             self._aliases[gone.id] = keep.id
-            self._index_put(keep)
+            self._index_put(keep, force=True)
             self._stories.move_to_end(keep.id)
             return (gone.id,)
         return ()
@@ -296,7 +346,7 @@ class StoryClusterer:
 
     def _state(self, story: Story) -> StoryState:
         c = self.config
-        profile = self._profile(story)
+        profile = self._profile(story)[0]
         ranked = sorted(profile, key=lambda t: (-profile[t], t))
         entities = [t for t in ranked if t in story.entity_terms][: c.key_terms]
         key_terms = [t for t in ranked if t not in story.entity_terms][: c.key_terms]
@@ -313,6 +363,8 @@ class StoryClusterer:
             "now": self.now.isoformat(),
             "next_label": self._next_label,
             "df": self.df.to_state(),
+            "join_sims": self.join_sims.to_state(),
+            "join_overlaps": self.join_overlaps.to_state(),
             "stories": [s.to_state() for s in self._stories.values()],
             "aliases": dict(self._aliases),
         }
@@ -327,6 +379,8 @@ class StoryClusterer:
         obj.now = datetime.fromisoformat(state["now"])
         obj._next_label = int(state["next_label"])
         obj.df = DocumentFrequency.from_state(state["df"])
+        obj.join_sims.load_state(state["join_sims"])
+        obj.join_overlaps.load_state(state["join_overlaps"])
         obj._aliases = {str(k): str(v) for k, v in state["aliases"].items()}
         stories = [Story.from_state(s) for s in state["stories"]]
         while obj._capacity < len(stories):

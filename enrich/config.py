@@ -44,12 +44,23 @@ class ClusterConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    strong_similarity: float = Field(0.70, ge=-1, le=1)
-    """Cosine to a story's centroid above which the embedding alone is enough to join."""
-    min_similarity: float = Field(0.40, ge=-1, le=1)
-    """Cosine below which an article never joins a story, whatever the lexical evidence."""
-    min_overlap: float = Field(0.20, ge=0, le=1)
-    """IDF-weighted term overlap a plausible (not strong) match needs to join."""
+    similarity_z: float = Field(2.5, ge=0, le=10)
+    """A candidate's cosine must be at least ``median - similarity_z * spread`` of the cosines
+    at which articles joined stories so far in this stream (see :mod:`enrich.calibrate`)."""
+    min_overlap: float = Field(0.15, ge=0, le=1)
+    """IDF-weighted term overlap needed to join, unless the cosine alone is strong..."""
+    strong_z: float = Field(1.0, ge=-10, le=10)
+    """...that is, at least ``median + strong_z * spread``."""
+    min_similarity: float = Field(0.25, ge=-1, le=1)
+    """Absolute floor: below this cosine an article never joins, whatever the statistics say."""
+    prior_similarity: float = Field(0.72, ge=-1, le=1)
+    """Typical join cosine assumed before the stream has shown its own (MiniLM scale)."""
+    prior_overlap: float = Field(0.35, ge=0, le=1)
+    """Typical join overlap assumed before the stream has shown its own."""
+    prior_spread: float = Field(0.12, gt=0, le=1)
+    """Spread of join cosines assumed before a story has shown its own."""
+    prior_weight: float = Field(3.0, ge=0, le=1e9)
+    """How many joins the priors are worth."""
     entity_boost: float = Field(2.0, ge=1, le=10)
     """Weight of entity-like terms (names, figures) relative to other rare words."""
     term_chars: int = Field(1000, ge=0, le=100_000)
@@ -64,6 +75,8 @@ class ClusterConfig(BaseModel):
     hnsw_m: int = Field(16, ge=4, le=128)
     hnsw_ef_construction: int = Field(100, ge=8, le=2000)
     hnsw_ef: int = Field(64, ge=8, le=2000)
+    reindex_drift: float = Field(0.005, ge=0, le=1)
+    """A story is re-indexed once its centroid's cosine to the indexed copy drops by this much."""
     seed: int = 0
     """Seed of the ANN index: the same input in the same order gives the same stories."""
 
@@ -74,15 +87,16 @@ class ClusterConfig(BaseModel):
 
     dormant_after_hours: float = Field(72.0, gt=0)
     """A story without articles for this long is dormant..."""
-    dormant_similarity: float = Field(0.80, ge=-1, le=1)
-    """...and takes only articles at least this close (and with shared terms)."""
+    dormant_z: float = Field(0.0, ge=-10, le=10)
+    """...and takes only articles at least ``median + dormant_z * spread`` close, with shared terms."""
     evict_after_hours: float = Field(14 * 24.0, gt=0)
     """A story without articles for this long is forgotten (state and index)."""
     max_stories: int = Field(50_000, ge=10)
     """Stories kept at most; the longest-idle go first."""
 
-    merge_similarity: float = Field(0.80, ge=-1, le=1)
-    """Two stories whose centroids are this close (and share terms) are merged."""
+    merge_z: float = Field(0.0, ge=-10, le=10)
+    """Two stories whose centroids are ``median + merge_z * spread`` close, and whose terms overlap
+    typically, are merged."""
     velocity_window_hours: float = Field(6.0, gt=0)
     """Velocity is articles per hour over this window before the story's last article."""
     key_terms: int = Field(10, ge=0, le=100)
@@ -92,8 +106,6 @@ class ClusterConfig(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> ClusterConfig:
-        if self.min_similarity > self.strong_similarity:
-            raise ValueError("min_similarity must not exceed strong_similarity")
         if self.evict_after_hours < self.dormant_after_hours:
             raise ValueError("evict_after_hours must be at least dormant_after_hours")
         return self

@@ -147,7 +147,11 @@ def weighted_terms(terms: Mapping[str, bool], df: DocumentFrequency, entity_boos
     return {t: df.idf(t) * (entity_boost if ent else 1.0) for t, ent in terms.items()}
 
 
-def overlap(article: Mapping[str, float], profile: Mapping[str, float]) -> float:
+def norm(weights: Mapping[str, float]) -> float:
+    return math.sqrt(sum(w * w for w in weights.values()))
+
+
+def overlap(article: Mapping[str, float], profile: Mapping[str, float], profile_norm: float | None = None) -> float:
     """Cosine of two sparse weight vectors, in [0, 1]; 0 when either is empty."""
     if not article or not profile:
         return 0.0
@@ -155,6 +159,6 @@ def overlap(article: Mapping[str, float], profile: Mapping[str, float]) -> float
     dot = sum(w * large[t] for t, w in small.items() if t in large)
     if dot <= 0.0:
         return 0.0
-    na = math.sqrt(sum(w * w for w in article.values()))
-    nb = math.sqrt(sum(w * w for w in profile.values()))
+    na = norm(article)
+    nb = norm(profile) if profile_norm is None else profile_norm
     return dot / (na * nb) if na and nb else 0.0

@@ -35,6 +35,7 @@ from enrich.cluster import ClusterInput, StoryClusterer
 from enrich.config import ClusterConfig, EmbedConfig
 from enrich.embed import Embedder, article_text, make_embedder
 from enrich.events import ArticleInfo, StoryEvents
+from enrich.story import StoryState
 from enrich.topics import TopicMatcher
 from storywatch.bus import Bus, Consumer, Producer, Record
 from storywatch.clock import Clock
@@ -204,6 +205,10 @@ class EnrichService:
         if self._clusterer is not None:
             story_id = self._clusterer.resolve(story_id)
         return self.events.resolve(story_id)
+
+    def story(self, story_id: str) -> StoryState | None:
+        """The clusterer's current state of a story (None before the first batch or if unknown)."""
+        return self._clusterer.story(story_id) if self._clusterer is not None else None
 
     def _model(self) -> tuple[Embedder, TopicMatcher, StoryClusterer]:
         """Load the embedder, the topic anchors and the clusterer on first use (seconds)."""

@@ -57,6 +57,8 @@ class Story:
         self.label = label
         self.vec_sum = np.zeros(dim, dtype=np.float64)
         self.vec_count = 0
+        self._centroid: np.ndarray | None = None
+        self.indexed: np.ndarray | None = None
         self.recent: deque[np.ndarray] = deque()
         self.fingerprints: deque[str] = deque()
         self.term_counts: dict[str, int] = {}
@@ -72,12 +74,18 @@ class Story:
         self.sim_n = 0
         self.sim_mean = 0.0
         self.sim_m2 = 0.0
+        self.profile: dict[str, float] | None = None
+        self.profile_norm = 0.0
+        self.profile_docs = 0
 
     @property
     def centroid(self) -> np.ndarray:
-        norm = float(np.linalg.norm(self.vec_sum))
-        out = self.vec_sum / norm if norm > 0 else self.vec_sum
-        return out.astype(np.float32)
+        """The unit-length mean of the story's article vectors (cached until it changes)."""
+        if self._centroid is None:
+            norm = float(np.linalg.norm(self.vec_sum))
+            out = self.vec_sum / norm if norm > 0 else self.vec_sum
+            self._centroid = out.astype(np.float32)
+        return self._centroid
 
     @property
     def cohesion(self) -> tuple[float, float]:
@@ -111,6 +119,8 @@ class Story:
         """Fold a new (not duplicate) article into the centroid, profile and cohesion."""
         self.vec_sum += vec
         self.vec_count += 1
+        self._centroid = None
+        self.profile = None
         if recent_vectors:
             self.recent.append(vec.astype(np.float16))
             while len(self.recent) > recent_vectors:
@@ -161,6 +171,8 @@ class Story:
         """Fold ``other`` into this story (a merge); ``other`` is then discarded."""
         self.vec_sum += other.vec_sum
         self.vec_count += other.vec_count
+        self._centroid = None
+        self.profile = None
         self.recent.extend(other.recent)
         while len(self.recent) > recent_vectors:
             self.recent.popleft()
@@ -225,6 +237,7 @@ class Story:
             "sources": dict(self.sources),
             "times": [t.isoformat() for t in self.times],
             "sim": [self.sim_n, self.sim_mean, self.sim_m2],
+            "profile": None if self.profile is None else [self.profile, self.profile_norm, self.profile_docs],
         }
 
     @classmethod
@@ -247,4 +260,8 @@ class Story:
         story.sources = {str(k): int(v) for k, v in s["sources"].items()}
         story.times = deque(datetime.fromisoformat(t) for t in s["times"])
         story.sim_n, story.sim_mean, story.sim_m2 = int(s["sim"][0]), float(s["sim"][1]), float(s["sim"][2])
+        if s.get("profile") is not None:
+            weights, pnorm, docs = s["profile"]
+            story.profile = {str(k): float(v) for k, v in weights.items()}
+            story.profile_norm, story.profile_docs = float(pnorm), int(docs)
         return story
