@@ -346,6 +346,7 @@ class AlertsService:
             more=doc.get("more", 0),
             parent_key=doc.get("parent_key"),
             parent_result=parent_result,
+            uncertain=bool(doc.get("uncertain")),
         )
 
     def publish_outbox(self) -> int:

@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import trustme
@@ -216,6 +216,19 @@ class Request:
     headers: dict[str, str]
     body: bytes
 
+    @property
+    def route(self) -> str:
+        """The path without its query string."""
+        return urlsplit(self.path).path
+
+    @property
+    def params(self) -> dict[str, str]:
+        """Query parameters (GET) or form fields (POST)."""
+        query = urlsplit(self.path).query
+        if not query and "application/x-www-form-urlencoded" in self.headers.get("content-type", ""):
+            query = self.body.decode()
+        return {k: v[0] for k, v in parse_qs(query).items()}
+
     def json(self) -> Any:
         ctype = self.headers.get("content-type", "")
         if "application/x-www-form-urlencoded" in ctype:
@@ -283,10 +296,16 @@ class _HTTPServer:
             disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
+                self._serve("POST")
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                reply = outer._dispatch(Request("POST", self.path, headers, body))
+                reply = outer._dispatch(Request(method, self.path, headers, body))
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -378,7 +397,33 @@ class SlackServer(_HTTPServer):
             ts = f"1700000000.{next(self._ts):06d}"
             self._recorder.append(SlackMessage("api", payload, ts, self.channel_id))
             return self._json({"ok": True, "channel": self.channel_id, "ts": ts, "message": {"ts": ts}})
+        if req.route in ("/api/conversations.history", "/api/conversations.replies"):
+            return self._history(req)
         return Reply(404, b"not found")
+
+    def _history(self, req: Request) -> Reply:
+        """conversations.history (top-level messages) and .replies (a thread), newest first."""
+        if req.headers.get("authorization") != f"Bearer {self.token}":
+            return self._json({"ok": False, "error": "invalid_auth"})
+        params = req.params
+        if params.get("channel") != self.channel_id:
+            return self._json({"ok": False, "error": "channel_not_found"})
+        posted = [m for m in self.messages if m.kind == "api"]
+        if req.route.endswith(".replies"):
+            root = params.get("ts")
+            chosen = [m for m in posted if m.ts == root or m.thread_ts == root]
+        else:
+            chosen = [m for m in posted if m.thread_ts is None]
+        with_meta = params.get("include_all_metadata") in ("1", "true")
+        out = []
+        for m in reversed(chosen[-int(params.get("limit") or 100) :]):
+            item: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text}
+            if m.thread_ts:
+                item["thread_ts"] = m.thread_ts
+            if with_meta and m.payload.get("metadata"):
+                item["metadata"] = m.payload["metadata"]
+            out.append(item)
+        return self._json({"ok": True, "messages": out, "has_more": False})
 
     @staticmethod
     def _json(obj: Any) -> Reply:

@@ -20,6 +20,8 @@ class Outbound:
     see it (Message-ID, ``Idempotency-Key`` header, Slack metadata) so repeats can be
     dropped. ``parent_key``/``parent_result`` describe the story's first alert on this
     channel (a follow-up threads under it); ``items`` are the alerts of a digest.
+    ``uncertain`` says an earlier attempt may have reached the receiver (its worker died
+    mid-send): a notifier that can ask the receiver checks before sending again.
     """
 
     alert: Alert
@@ -30,6 +32,7 @@ class Outbound:
     more: int = 0
     parent_key: str | None = None
     parent_result: dict[str, Any] | None = None
+    uncertain: bool = False
 
     def context(self) -> dict[str, Any]:
         """The variables every template gets."""

@@ -4,8 +4,14 @@
 With a bot token the first alert's ``ts`` is kept in the delivery log and follow-ups go
 into its thread (``thread_ts``); every post carries the idempotency key in its message
 metadata. Incoming webhooks cannot thread or carry metadata, so the key goes in the
-context line. slack-sdk's own retries are switched off: the delivery log retries, with
-backoff, and honours ``Retry-After`` on HTTP 429.
+context line.
+
+When an earlier attempt may have posted already (its worker died mid-send), the bot
+first looks for a message carrying the key in the channel or thread
+(``conversations.history``/``.replies`` with metadata; needs a channel ID and the
+``channels:history`` scope) and posts only if there is none, which closes the crash
+window for bot channels. slack-sdk's own retries are switched off: the delivery log
+retries, with backoff, and honours ``Retry-After`` on HTTP 429.
 """
 
 from __future__ import annotations
@@ -83,6 +89,10 @@ class SlackNotifier:
     def _post(self, msg: Outbound, payload: dict[str, Any]) -> dict[str, Any]:
         assert self._web is not None
         thread_ts = (msg.parent_result or {}).get("ts")
+        if msg.uncertain:
+            ts = self._already_posted(msg.key, thread_ts)
+            if ts is not None:
+                return {"ts": ts, "channel": self.cfg.channel, "thread_ts": thread_ts, "recovered": True}
         try:
             resp = self._web.chat_postMessage(
                 channel=self.cfg.channel or "",
@@ -104,6 +114,26 @@ class SlackNotifier:
         except (SlackClientError, OSError) as exc:
             raise DeliveryError(self.name, f"chat.postMessage failed: {type(exc).__name__}") from None
         return {"ts": resp.get("ts"), "channel": resp.get("channel"), "thread_ts": thread_ts}
+
+    def _already_posted(self, key: str, thread_ts: str | None) -> str | None:
+        """The ts of a recent message of ours carrying ``key``, or None (also when the
+        lookup fails: then posting again is the lesser evil than losing the alert)."""
+        assert self._web is not None
+        channel = self.cfg.channel or ""
+        try:
+            if thread_ts:
+                resp = self._web.conversations_replies(
+                    channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+                )
+            else:
+                resp = self._web.conversations_history(channel=channel, include_all_metadata=True, limit=200)
+        except (SlackClientError, OSError):
+            return None
+        for m in resp.get("messages") or []:
+            payload = (m.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("key") == key:
+                return str(m.get("ts"))
+        return None
 
     def _webhook(self, payload: dict[str, Any]) -> dict[str, Any]:
         assert self._hook is not None

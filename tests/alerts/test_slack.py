@@ -144,3 +144,37 @@ def test_mrkdwn_in_a_headline_is_escaped(tmp_path: Path, harness_factory: Any) -
         assert "&lt;!channel&gt;" in body and "&amp;" in body
         # The header is plain_text, which Slack shows literally: no escaping needed there.
         assert msg.blocks[0]["text"]["type"] == "plain_text"
+
+
+@pytest.mark.parametrize("posted_before_crash", [True, False], ids=["posted-then-crash", "crash-before-post"])
+@pytest.mark.parametrize("follow_up", [False, True], ids=["root", "in-thread"])
+def test_an_uncertain_resend_looks_before_posting_again(
+    posted_before_crash: bool, follow_up: bool, tmp_path: Path, harness_factory: Any
+) -> None:
+    with SlackServer() as slack:
+        chan = {**bot_channel(slack), "channel": slack.channel_id}
+        rules = {"follow_up": {"min_interval_s": 0}}
+        h = harness_factory(make_settings(tmp_path, {"slack": chan}, claim_lease_s=60, rules=rules))
+        if follow_up:
+            h.send(event())
+            h.drain()
+            h.send(event("updated", revision=2, changes=["velocity_jump"]))
+        else:
+            h.send(event())
+        h.service._ingest(h.service._io()[0].poll(10, 0))
+        [doc] = h.deliveries("pending")
+        claimed = h.service.deliveries.claim(doc, h.clock.now())
+        assert claimed is not None
+        if posted_before_crash:
+            h.service._notifier("slack").send(h.service._outbound(claimed))  # ...and the worker dies
+        h.restart()
+        h.clock.advance(seconds=61)
+        h.drain()
+        posts = [m for m in slack.messages if m.key == doc["key"]]
+        assert len(posts) == 1, "posted exactly once"
+        d = h.service.deliveries.get(doc["id"])
+        assert d is not None and d["state"] == "sent" and d["uncertain"]
+        assert d["result"]["ts"] == posts[0].ts
+        assert d["result"].get("recovered", False) == posted_before_crash
+        if follow_up:
+            assert posts[0].thread_ts == slack.messages[0].ts
