@@ -51,7 +51,7 @@ class EventSettings(Section):
     """``velocity_jump`` when velocity reaches this multiple of the last published velocity..."""
     velocity_jump_min: float = Field(1.0, ge=0)
     """...and is at least this many articles per hour."""
-    entities_step: int = Field(2, ge=1)
+    entities_step: int = Field(3, ge=1)
     """``new_entities`` when at least this many key entities appeared since the last revision."""
     top_articles: int = Field(5, ge=1, le=50)
     """Articles carried in each story snapshot (distinct sources first)."""

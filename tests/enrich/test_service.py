@@ -1,0 +1,272 @@
+"""The enrich service over the real embedded bus and SQLite store, with the real model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enrich.embed import Embedder
+from enrich.service import STATE_KEY, EnrichService
+from storywatch.bus.embedded import EmbeddedBus, EmbeddedConsumer
+from storywatch.clock import FakeClock
+from storywatch.schema import Article, DeadLetter, StoryEvent
+from storywatch.settings import Settings
+from storywatch.store.sqlite import SQLiteStore
+from storywatch.views import NS_STORIES
+
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+MISSILE = {
+    "name": "missile launches",
+    "description": "A country test-fires or launches ballistic, cruise or hypersonic missiles.",
+    "examples": ["North Korea fires ballistic missile into the sea off its east coast"],
+    "counter_examples": ["Rocket company launches communications satellites into orbit"],
+    "min_sources": 2,
+    "severity": "high",
+}
+
+# (id, source, title, lead): three stories and some singletons, interleaved.
+STREAM = [
+    ("nk1", "World Wire", "North Korea fires ballistic missile toward Sea of Japan",
+     "Pyongyang launched a ballistic missile off its east coast early on Monday, South Korea's military said."),
+    ("q1", "Daily Ledger", "Magnitude 6.8 earthquake strikes Morocco's High Atlas",
+     "The quake struck late on Friday south-west of Marrakesh, toppling buildings in mountain villages."),
+    ("x1", "Harbor Herald", "City council approves new harbour ferry timetable",
+     "Ferries will run every twenty minutes from next month."),
+    ("nk2", "Asia-Pacific Desk", "North Korea fires ballistic missile into Sea of Japan, Tokyo says",
+     "Pyongyang launched a ballistic missile off its east coast, Japan's defence ministry said on Monday."),
+    ("q2", "World Wire", "Morocco earthquake death toll rises above 2,000",
+     "Rescuers dug through rubble in High Atlas villages after the Morocco earthquake near Marrakesh."),
+    ("nk3", "Daily Ledger", "North Korea fires ballistic missile off east coast; Seoul condemns launch",
+     "Pyongyang launched a ballistic missile into the Sea of Japan, South Korea's military said on Monday."),
+    ("x2", "Daily Ledger", "Local bakery wins national bread award",
+     "The sourdough loaf impressed judges at the annual competition."),
+    ("r1", "World Wire", "Federal Reserve holds interest rates steady",
+     "The Fed kept its benchmark rate unchanged and signalled two cuts later this year."),
+    ("q3", "Harbor Herald", "Aid arrives in Morocco quake zone as survivors sleep outdoors",
+     "Aid convoys reached High Atlas villages flattened by the Morocco earthquake near Marrakesh."),
+    ("nk4", "Harbor Herald", "Japan protests as North Korea fires ballistic missile into Sea of Japan",
+     "Pyongyang launched a ballistic missile off its east coast on Monday; Tokyo lodged a protest."),
+    ("r2", "Asia-Pacific Desk", "Fed keeps rates on hold, signals cuts later in the year",
+     "The Federal Reserve left interest rates unchanged and pencilled in two cuts this year."),
+    ("x3", "Asia-Pacific Desk", "Film festival opens with historical drama premiere",
+     "Stars walked the red carpet as the festival began."),
+]
+STORIES = {"nk": ["nk1", "nk2", "nk3", "nk4"], "q": ["q1", "q2", "q3"], "r": ["r1", "r2"]}
+
+
+def article(i: int, row: tuple[str, str, str, str], **kw: Any) -> Article:
+    aid, source, title, lead = row
+    at = T0 + timedelta(minutes=10 * i)
+    return Article(id=aid, title=title, summary=lead, source=source, published=at, fetched_at=at, **kw)
+
+
+def make_settings(tmp: Path, **enrich: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            "base_dir": str(tmp),
+            "topics": [MISSILE],
+            "enrich": {"embed": {"batch_size": 4, "batch_ms": 0}, **enrich},
+        }
+    )
+
+
+class Run:
+    """A bus and a store in one directory, and helpers to feed and read them."""
+
+    def __init__(self, tmp: Path, embedder: Embedder, **enrich: Any):
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.settings = make_settings(tmp, **enrich)
+        self.bus = EmbeddedBus(tmp / "bus.db")
+        self.store = SQLiteStore(tmp / "state.db")
+        self.clock = FakeClock(T0 + timedelta(days=1))
+        self.embedder = embedder
+        self.assigned: dict[str, str] = {}
+        self.topics = self.settings.bus.topics
+
+    def service(self, bus: Any = None) -> EnrichService:
+        return EnrichService(
+            self.settings, bus or self.bus, self.store, self.clock,
+            embedder=self.embedder, on_assign=self.assigned.__setitem__,
+        )
+
+    def publish(self, items: Sequence[Article | bytes]) -> None:
+        p = self.bus.producer()
+        for item in items:
+            if isinstance(item, Article):
+                p.publish(self.topics.raw_articles, item.id, item.to_bytes())
+            else:
+                p.publish(self.topics.raw_articles, None, item)
+        p.flush()
+
+    def read(self, topic: str) -> list[bytes]:
+        return [r.value for r in self.bus.read(topic, 0, 10_000)]
+
+    def events(self) -> list[StoryEvent]:
+        return [StoryEvent.model_validate_json(v) for v in self.read(self.topics.story_events)]
+
+    def final(self, service: EnrichService) -> dict[str, str]:
+        return {a: service.resolve(s) for a, s in self.assigned.items()}
+
+    def close(self) -> None:
+        self.bus.close()
+        self.store.close()
+
+
+@pytest.fixture
+def run(tmp_path: Path, embedder: Embedder) -> Iterator[Run]:
+    r = Run(tmp_path / "run", embedder)
+    yield r
+    r.close()
+
+
+def stream() -> list[Article]:
+    return [article(i, row) for i, row in enumerate(STREAM)]
+
+
+def test_articles_in_story_events_out(run: Run) -> None:
+    run.publish(stream())
+    svc = run.service()
+    assert svc.drain() == len(STREAM)
+    svc.close()
+
+    final = run.final(svc)
+    for ids in STORIES.values():
+        assert len({final[a] for a in ids}) == 1, (ids, final)
+    assert len({final[a] for a in STORIES["nk"] + STORIES["q"] + STORIES["r"]}) == 3
+
+    events = run.events()
+    created = [e for e in events if e.type == "created"]
+    assert len(created) == len(set(final.values()))
+    matched = [e for e in events if e.type == "matched"]
+    assert [e.story_id for e in matched] == [final["nk1"]]
+    assert matched[0].match is not None and matched[0].match.topic == "missile launches"
+    assert matched[0].match.explanation
+    # min_sources is 2: the second source of the matched story is an update alerts waits for.
+    assert any(e.type == "updated" and e.story_id == final["nk1"] and "new_sources" in e.changes for e in events)
+    # Revisions of a story only go up, and there are far fewer events than articles per story.
+    nk = [e for e in events if e.story_id == final["nk1"]]
+    assert [e.revision for e in nk] == sorted(e.revision for e in nk)
+    assert nk[-1].story.article_count == 4 and nk[-1].story.source_count == 4
+    keys = {r.key for r in run.bus.read(run.topics.story_events, 0, 1000)}
+    assert keys == {e.story_id for e in events}
+
+    doc = run.store.get(run.settings.enrich.state_namespace, STATE_KEY)
+    assert doc is not None and doc["offsets"] == {f"{run.topics.raw_articles}:0": len(STREAM)}
+    assert run.store.get(NS_STORIES, final["nk1"])["matches"][0]["topic"] == "missile launches"
+    assert EmbeddedConsumer(run.bus, run.settings.enrich.group, [run.topics.raw_articles]).lag() == 0
+
+
+def test_undecodable_messages_go_to_dead_letters_and_the_stream_goes_on(run: Run) -> None:
+    arts = stream()
+    run.publish([arts[0], b"not json", b'{"id": "no-dates"}', arts[1]])
+    svc = run.service()
+    assert svc.drain() == 4
+    svc.close()
+    letters = [DeadLetter.model_validate_json(v) for v in run.read(run.topics.dead_letters)]
+    assert [d.value for d in letters] == ["not json", '{"id": "no-dates"}']
+    assert all(d.stage == "enrich" and d.source_topic == run.topics.raw_articles and d.reason for d in letters)
+    assert "published" in letters[1].reason
+    assert set(run.assigned) == {"nk1", "q1"}
+
+
+def test_title_update_is_not_a_new_report(run: Run) -> None:
+    arts = stream()
+    fixed = "North Korea fires two ballistic missiles toward Sea of Japan"
+    update = arts[0].model_copy(update={"kind": "update", "title": fixed})
+    run.publish([arts[0], update, arts[3], arts[5]])
+    svc = run.service()
+    svc.drain()
+    svc.close()
+    events = run.events()
+    assert len([e for e in events if e.type == "created"]) == 1
+    sid = run.assigned["nk1"]
+    assert run.assigned["nk3"] == sid
+    state = svc.story(sid)
+    assert state is not None and state.article_count == 3
+    assert fixed in [a.title for a in events[-1].story.top_articles]
+
+
+class CommitCrash(Exception):
+    """The process 'dies' while committing offsets (after the snapshot was written)."""
+
+
+class CrashOnCommit:
+    """The real embedded bus, whose consumers fail their ``n``-th commit."""
+
+    def __init__(self, bus: EmbeddedBus, n: int):
+        self.bus, self.n = bus, n
+
+    def producer(self) -> Any:
+        return self.bus.producer()
+
+    def consumer(self, group: str, topics: Sequence[str]) -> Any:
+        inner = self.bus.consumer(group, topics)
+        outer = self
+
+        class Consumer:
+            def poll(self, max_records: int = 100, timeout: float = 1.0) -> Any:
+                return inner.poll(max_records, timeout)
+
+            def commit(self) -> None:
+                outer.n -= 1
+                if outer.n == 0:
+                    raise CommitCrash()
+                inner.commit()
+
+            def lag(self) -> int | None:
+                return inner.lag()
+
+            def close(self) -> None:
+                inner.close()
+
+        return Consumer()
+
+    def ensure_topics(self, topics: Sequence[str]) -> None:
+        self.bus.ensure_topics(topics)
+
+    def close(self) -> None:
+        pass
+
+
+def _event_ids(events: list[StoryEvent]) -> set[tuple[Any, ...]]:
+    return {(e.story_id, e.type, e.revision, e.merged_from, e.match.topic if e.match else None) for e in events}
+
+
+@pytest.mark.parametrize("crash", ["between snapshots", "between snapshot and commit"])
+def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, embedder: Embedder, crash: str) -> None:
+    calm = Run(tmp_path / "calm", embedder)
+    calm.publish(stream())
+    svc = calm.service()
+    svc.drain()
+    svc.close()
+    expected = calm.final(svc)
+    expected_events = _event_ids(calm.events())
+    calm.close()
+
+    # Batches of 4 and a snapshot once 6 are pending: snapshots after 8 articles, then at close.
+    r = Run(tmp_path / "crash", embedder, snapshot_every=6)
+    r.publish(stream())
+    if crash == "between snapshots":
+        first = r.service()
+        while first.processed < len(STREAM):
+            first.step(0.0)
+        # The process dies: no close, nothing after the last snapshot is committed.
+        covered = r.store.get(r.settings.enrich.state_namespace, STATE_KEY)["offsets"]
+        assert list(covered.values()) == [8]
+    else:
+        first = r.service(CrashOnCommit(r.bus, 1))
+        with pytest.raises(CommitCrash):
+            while True:
+                first.step(0.0)
+    second = r.service()
+    second.drain()
+    second.close()
+    assert second.processed < len(STREAM)  # what the snapshot covered was skipped, not redone
+    assert r.final(second) == expected
+    events = r.events()
+    assert _event_ids(events) == expected_events
+    r.close()
