@@ -19,7 +19,8 @@ attempt is made, marked ``uncertain``. The only way an alert is sent twice is a 
 after the receiver accepted the message and before ``sent`` is recorded: the round trip
 of the receiver's reply plus one SQLite write. Every resend carries the same idempotency
 key (email Message-ID, webhook ``Idempotency-Key``, Slack message metadata), so the
-receiver can drop it. No alert is lost: nothing leaves ``sending`` but by ``sent``,
+receiver can drop it; a Slack bot channel closes the window itself by looking for the
+key in the channel before posting an uncertain resend. No alert is lost: nothing leaves ``sending`` but by ``sent``,
 ``failed``, ``dead`` or a reclaim.
 """
 
