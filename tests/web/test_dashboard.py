@@ -7,6 +7,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.web.browser import dump_dom, screenshot
 from tests.web.conftest import Dashboard
@@ -107,3 +109,52 @@ def test_one_port_for_dashboard_and_probes(dashboard: Dashboard) -> None:
     assert client.get("/").status_code == 200
     # Without them, the dashboard alone answers no probe.
     assert dashboard.client.get("/metrics").status_code == 404
+
+
+_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\u2028\u2029"),
+    min_size=1,
+    max_size=60,
+).filter(lambda t: t.strip() == t and "  " not in t)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    title=_TEXT | st.sampled_from(["<img src=x onerror=alert(1)>", "a</h2><script>x</script>", "&amp; &lt;"]),
+    topic=_TEXT,
+    url=st.sampled_from(["javascript:alert(1)", " JAVASCRIPT:x", "data:text/html,<b>", "https://ok.example/"]),
+)
+def test_any_title_renders_as_its_own_text(tmp_path: Path, title: str, topic: str, url: str) -> None:
+    """Whatever a feed puts in a title, topic or link, the page shows it as text and
+    links only http(s)."""
+    from selectolax.lexbor import LexborHTMLParser as HTMLParser
+
+    from storywatch.settings import Settings
+    from storywatch.store.sqlite import SQLiteStore
+    from storywatch.views import NS_STORIES
+    from storywatch.web import create_app
+
+    store = SQLiteStore(":memory:")
+    try:
+        store.put(
+            NS_STORIES,
+            "s",
+            {
+                "story_id": "s", "headline": title, "article_count": 1, "source_count": 1,
+                "last_seen": "2026-01-01T00:00:00+00:00",
+                "articles": [{"id": "a", "title": title, "url": url, "source": topic}],
+                "matches": [{"topic": topic, "score": 0.5, "threshold": 0.4, "explanation": title}],
+            },
+        )  # fmt: skip
+        client = create_app(Settings(base_dir=tmp_path), store).test_client()
+        for path in ("/", "/stories/s"):
+            tree = HTMLParser(client.get(path).get_data(as_text=True))
+            assert tree.css("script") == []
+            heading = tree.css_first("h1" if path != "/" else "article.story h2")
+            assert heading is not None and heading.text(strip=True) == title.strip()
+            assert tree.css_first(".topic").text() == topic
+            hrefs = [a.attributes.get("href") or "" for a in tree.css("a")]
+            assert all(h.startswith(("/", "http://", "https://")) for h in hrefs), hrefs
+            assert (url in hrefs) == url.startswith("https://")
+    finally:
+        store.close()
