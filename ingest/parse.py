@@ -79,7 +79,13 @@ def parse_feed(
     # No sanitising or URI rewriting inside HTML: every title and summary is reduced to
     # plain text (ingest.normalise.html_to_text), which drops scripts and markup anyway,
     # and feedparser's sanitiser is the largest part of its parsing time.
-    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
+    try:
+        parsed = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
+    except Exception as exc:  # feedparser itself trips over some broken encoding declarations
+        problem = _encoding_problem(head)
+        raise FeedParseError(
+            feed_url, problem or f"the document cannot be parsed ({type(exc).__name__}: {exc})"
+        ) from None
     warnings: list[str] = []
     if parsed.get("bozo"):
         exc = parsed.get("bozo_exception")
@@ -114,7 +120,7 @@ def parse_feed(
     )
 
 
-_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([^"'>]*)["']""")
 
 
 def _encoding_problem(head: bytes) -> str | None:
@@ -122,7 +128,9 @@ def _encoding_problem(head: bytes) -> str | None:
     m = _DECLARED_ENCODING.match(head)
     if not m or head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None
-    name = m.group(1).decode("ascii")
+    name = m.group(1).decode("latin-1")
+    if not re.fullmatch(r"[A-Za-z0-9._:-]+", name):
+        return f"the document declares a malformed encoding name {name!r}"
     if name.lower().replace("-", "").startswith(("utf16", "utf32")) and b"\x00" not in head[:64]:
         return f"the document declares encoding {name!r} but is single-byte text (no NUL bytes)"
     try:

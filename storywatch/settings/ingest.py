@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from storywatch.settings.base import Section
 
@@ -11,9 +11,14 @@ class FeedSettings(Section):
     """One feed. ``url`` is http(s)://, file://, or a path relative to the config file."""
 
     url: str
+    """http(s):// or file:// URL, or a path relative to the config file's directory."""
     name: str = ""
+    """Shown as the articles' source; empty: the feed's own title."""
     interval_s: float | None = Field(None, gt=0)
+    """Seconds between polls; empty: ingest.default_interval_s. The feed's TTL, Cache-Control
+    max-age and Retry-After can only lengthen it; min/max_interval_s bound it."""
     full_text: bool = False
+    """Fetch each new article's page and use its main text as the summary (headline-only feeds)."""
     enabled: bool = True
 
     @field_validator("url")
@@ -25,30 +30,55 @@ class FeedSettings(Section):
 
 
 class IngestSettings(Section):
+    """Polling, politeness, parsing limits and deduplication of the ingest stage."""
+
     contact_url: str = "https://github.com/storywatch/storywatch"
+    """Sent in the User-Agent (``storywatch/<version> (+contact_url)``) so publishers can reach you."""
     default_interval_s: float = Field(900.0, gt=0)
+    """Seconds between polls of a feed without interval_s."""
     min_interval_s: float = Field(60.0, gt=0)
+    """No feed is polled more often than this, whatever it is configured to."""
     max_interval_s: float = Field(6 * 3600.0, gt=0)
+    """No feed waits longer than this, not even a failing one (it is retried at this pace)."""
     jitter_fraction: float = Field(0.1, ge=0, le=1)
+    """Each wait is lengthened by a random share up to this, so feeds drift apart."""
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
+    """Longest silence while waiting for the response or the next bytes of the body."""
     total_timeout_s: float = Field(60.0, gt=0)
+    """Longest time one download may take, however steadily the bytes trickle in."""
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    """Largest feed document accepted (after decompression); larger ones fail the poll."""
     max_redirects: int = Field(5, ge=0, le=20)
     per_host_concurrency: int = Field(2, ge=1)
+    """Most requests in flight to one host at a time."""
     per_host_min_gap_s: float = Field(1.0, ge=0)
+    """Least time between the starts of two requests to one host."""
     global_concurrency: int = Field(16, ge=1)
+    """Polls running at once (the size of the poller thread pool)."""
     failing_after_polls: int = Field(3, ge=1)
+    """Failed polls in a row after which a feed is reported failing (feed-health topic)."""
     failing_after_hours: float = Field(6.0, gt=0)
+    """Hours of failing after which a feed is reported failing, however few polls that was."""
     seen_capacity: int = Field(200_000, ge=100)
+    """Articles the seen-store remembers for deduplication; the oldest are forgotten first."""
     tick_s: float = Field(5.0, gt=0)
+    """How often the scheduler looks for feeds that are due."""
     backoff_base_s: float = Field(120.0, gt=0)
     """After the first failure a feed waits this long; each further failure doubles it (up to max_interval_s)."""
     host_backoff_s: float = Field(600.0, gt=0)
     """How long a host that answered 403, 429 or 503 without Retry-After is left alone."""
     max_entries_per_feed: int = Field(500, ge=1)
-    """Entries beyond this many in one document are ignored (newest first as the feed orders them)."""
+    """Entries beyond this many in one document are ignored (the first ones, in feed order, are kept)."""
     jitter_seed: int | None = None
     """Seed of the random jitter added to each next check; None draws a fresh seed at start."""
     full_text_max_bytes: int = Field(5 * 1024 * 1024, gt=0)
     """Largest article page fetched for full-text extraction."""
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> IngestSettings:
+        if self.min_interval_s > self.max_interval_s:
+            raise ValueError(
+                f"min_interval_s ({self.min_interval_s:g}) must not exceed max_interval_s ({self.max_interval_s:g})"
+            )
+        return self
