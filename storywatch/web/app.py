@@ -141,6 +141,11 @@ def create_app(
             [Series(s.headline, [(p.at, p.articles) for p in s.growth if p.at >= since]) for s in top],
             now=clk.now(),
         )
+        sources = line_chart(
+            [Series(s.headline, [(p.at, p.sources) for p in s.growth if p.at >= since]) for s in top],
+            height=200,
+            now=clk.now(),
+        )
         activity = views.topic_activity(live)
         topics = line_chart(
             [
@@ -149,7 +154,9 @@ def create_app(
             ],
             now=clk.now(),
         )
-        return render_template("timeline.html", growth=growth, top=top, topics=topics, activity=activity, hours=hours)
+        return render_template(
+            "timeline.html", growth=growth, sources=sources, top=top, topics=topics, activity=activity, hours=hours
+        )
 
     @app.get("/feeds")
     def feeds() -> str:

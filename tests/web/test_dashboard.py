@@ -77,9 +77,9 @@ def test_browser_shows_script_title_as_text(dashboard: Dashboard) -> None:
 
 def test_browser_draws_the_timeline(dashboard: Dashboard) -> None:
     dom = dump_dom(dashboard.url + "timeline")
-    assert dom.count("<svg") == 2
+    assert dom.count("<svg") == 3
     paths = re.findall(r'<path class="line (s\d)" d="(M[^"]+)"', dom)
-    assert len(paths) == 4 + 2  # four stories, two topics
+    assert len(paths) == 4 + 4 + 2  # four stories (articles, sources), two topics
     assert "North Korea fires ballistic missile toward Japan" in dom
 
 
