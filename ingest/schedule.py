@@ -43,6 +43,8 @@ class FeedState:
     failing_since: datetime | None = None
     status: Status = "new"
     ttl_s: float | None = None
+    last_warning: str | None = None
+    """What was wrong with the last document that still parsed (bozo XML, skipped entries)."""
 
     def to_doc(self) -> dict[str, Any]:
         doc = asdict(self)

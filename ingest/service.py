@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,6 +57,25 @@ def load_state(store: Store, spec: FeedSpec) -> FeedState:
     except (TypeError, ValueError):
         log.warning("unreadable feed state, starting afresh", extra=kv(feed_url=spec.key))
         return FeedState(key=spec.key, url=spec.key)
+
+
+def interleave_hosts(specs: list[FeedSpec], states: dict[str, FeedState]) -> list[FeedSpec]:
+    """``specs`` reordered round-robin by host, so that the pool's threads are not all
+    queued behind one host's politeness limits while other hosts wait.
+
+    >>> [s.key for s in interleave_hosts([FeedSpec("http://a/1"), FeedSpec("http://a/2"),
+    ...     FeedSpec("http://b/1")], {})]
+    ['http://a/1', 'http://b/1', 'http://a/2']
+    """
+    by_host: dict[str, list[FeedSpec]] = {}
+    for spec in specs:
+        st = states.get(spec.key)
+        by_host.setdefault(url_host(st.url if st else spec.key), []).append(spec)
+    queues = list(by_host.values())
+    out: list[FeedSpec] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
 
 
 class IngestService:
@@ -167,7 +187,7 @@ class IngestService:
             now = self.clock.now()
             futures: dict[Future[PollOutcome], FeedState] = {}
             postponed: dict[str, FeedState] = {}
-            for spec in specs:
+            for spec in interleave_hosts(specs, self._states):
                 state = self._states[spec.key]
                 blocked = self.limiter.blocked_until(url_host(state.url), now)
                 if blocked is not None:
@@ -226,6 +246,8 @@ class IngestService:
             return after_failure(state, out.error, out.fetched_at, self.cfg, self.rng)
         res = out.result
         assert res is not None
+        if out.parsed is not None:
+            state = replace(state, last_warning="; ".join(out.parsed.warnings)[:500] or None)
         return after_success(
             state,
             out.fetched_at,

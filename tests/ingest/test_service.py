@@ -247,3 +247,21 @@ def test_close_is_idempotent_and_waits(tmp_path: Path, harness: Harness) -> None
     svc.close()
     svc.close()
     assert svc.step(0.01) == 0
+
+
+def test_bozo_feed_keeps_entries_and_records_the_warning(server: FeedServer, harness: Harness) -> None:
+    url = server.feed("/bozo.xml", (FIXTURES / "rss2_bozo_unescaped_ampersand.xml").read_bytes())
+    settings = make_settings(harness.tmp_path, [url])
+    svc = harness.service(settings)
+    assert svc.drain() == 2
+    state = harness.store.get(NS_FEEDS, url)
+    assert state is not None and state["status"] == "ok" and "not well-formed" in state["last_warning"]
+
+
+def test_many_feeds_on_one_host_do_not_starve_the_others() -> None:
+    from ingest.poll import FeedSpec
+    from ingest.service import interleave_hosts
+
+    specs = [FeedSpec(f"https://big.example/{i}") for i in range(4)] + [FeedSpec("https://small.example/x")]
+    order = [s.key for s in interleave_hosts(specs, {})]
+    assert order[:2] == ["https://big.example/0", "https://small.example/x"]
