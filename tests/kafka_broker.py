@@ -20,6 +20,7 @@ that need Kafka fail loudly instead of skipping.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import tempfile
@@ -127,9 +128,10 @@ class TansuBroker:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        # Tansu exits at once on SIGINT but lingers about 5 s on SIGTERM.
+        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)

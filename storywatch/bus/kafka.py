@@ -45,7 +45,7 @@ T = TypeVar("T")
 _KAFKA_MAJOR = int(kafka.__version__.split(".")[0])
 
 
-def _client_options(settings: BusSettings) -> dict[str, Any]:
+def client_options(settings: BusSettings) -> dict[str, Any]:
     """kafka-python options every client shares: where the cluster is, how to reach it, timeouts."""
     opts: dict[str, Any] = {
         "bootstrap_servers": list(settings.bootstrap_servers),
@@ -88,7 +88,7 @@ class KafkaBus:
     ):
         self.settings = settings
         self.servers = ",".join(settings.bootstrap_servers)
-        self._options = _client_options(settings)
+        self._options = client_options(settings)
         self._attempts = max(1, connect_attempts)
         self._backoff_s = connect_backoff_s
         self._sleep = sleep
@@ -132,7 +132,8 @@ class KafkaBus:
         opts["delivery_timeout_ms"] = max(120_000, self.settings.request_timeout_ms + 5)
         if _KAFKA_MAJOR < 3:
             opts["enable_idempotence"] = True
-        producer = KafkaBusProducer(self._connect("producer", lambda: KafkaProducer(**opts)), self.servers)
+        client = self._connect("producer", lambda: KafkaProducer(**opts))
+        producer = KafkaBusProducer(client, self.servers, close_timeout_s=self.settings.request_timeout_ms / 1000)
         self._producers.append(producer)
         return producer
 
@@ -212,16 +213,18 @@ class KafkaBusProducer:
     ``flush`` returns normally even when some sends failed.
     """
 
-    def __init__(self, producer: KafkaProducer, servers: str):
+    def __init__(self, producer: KafkaProducer, servers: str, *, close_timeout_s: float = 30.0):
         self._producer = producer
         self._servers = servers
+        self._close_timeout_s = close_timeout_s
         self._pending: list[tuple[str, Any]] = []
         self._closed = False
 
     def publish(self, topic: str, key: str | None, value: bytes) -> None:
         try:
             future = self._producer.send(topic, value=value, key=None if key is None else key.encode("utf-8"))
-        except KafkaError as exc:
+        except (KafkaError, ValueError) as exc:
+            # ValueError: kafka-python's verdict on an illegal topic name or partition.
             raise BusError(f"cannot publish to {topic!r} on Kafka at {self._servers}: {exc}") from exc
         self._pending.append((topic, future))
 
@@ -256,9 +259,21 @@ class KafkaBusProducer:
             return
         self._closed = True
         try:
-            self.flush()
+            self.flush(timeout=self._close_timeout_s)
         finally:
-            self._producer.close(timeout=5)
+            self._close_client()
+
+    def _close_client(self) -> None:
+        try:
+            self._producer.close(timeout=self._close_timeout_s)
+        except KafkaError:
+            # kafka-python's close() stops half-way when its own flush times out, leaving
+            # the sender thread retrying a dead broker (and __del__ trying again). Stop it.
+            sender = getattr(self._producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+                sender.join(self._close_timeout_s)
+            self._producer._closed = True
 
 
 class _ForgetRevoked(ConsumerRebalanceListener):
@@ -329,6 +344,10 @@ class KafkaBusConsumer:
             if self._pending.get(tp) == meta.offset:
                 del self._pending[tp]
 
+    def assignment(self) -> set[tuple[str, int]]:
+        """The ``(topic, partition)`` pairs the group gave this member; empty while it joins."""
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment() or ()}
+
     def lag(self) -> int | None:
         """Records of the subscribed topics the group has not committed, over all partitions.
 
@@ -343,7 +362,7 @@ class KafkaBusConsumer:
                 return None
             ends = c.end_offsets(tps)
             starts = c.beginning_offsets(tps)
-            assigned = c.assignment()
+            assigned = c.assignment() or set()
             total = 0
             for tp in tps:
                 end = ends.get(tp) or 0
