@@ -291,12 +291,24 @@ def eval_clustering(
 
     ecfg = embed_config(settings)
     try:
-        result = evaluate_file(
-            input_path, cluster_config(settings), embedder or make_embedder(ecfg), shuffle_seed, ecfg.lead_chars
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"storywatch: {input_path}: {exc}", file=sys.stderr)
+        rows = [r for r in read_jsonl(input_path) if r.get("story") is not None]
+    except InputError as exc:
+        print(f"storywatch: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    # Same normalisation as replay (HTML, any date format), handed over as plain ISO JSONL.
+    with tempfile.TemporaryDirectory(prefix="storywatch-eval-") as tmp:
+        clean = Path(tmp) / "articles.jsonl"
+        with clean.open("w", encoding="utf-8") as fh:
+            for row, art in zip(rows, normalise(rows), strict=True):
+                rec = {
+                    "id": art.id, "story": row["story"], "title": art.title, "text": art.summary,
+                    "published": art.published.isoformat(), "source": art.source, "url": art.url,
+                }
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        result = evaluate_file(
+            clean, cluster_config(settings), embedder or make_embedder(ecfg), shuffle_seed, ecfg.lead_chars
+        )
+    result["input"] = str(input_path)
     if not result.get("articles"):
         print(f"storywatch: {input_path}: no articles with a 'story' label", file=sys.stderr)
         return EXIT_FAILED
