@@ -65,7 +65,20 @@ def load(config_path: Path | None) -> Settings:
     return settings
 
 
-def _make_service(stage: str, settings: Settings, bus: Any, store: Any, clock: Any) -> Any:
+def _observer(settings: Settings, store: Any, metrics: Any, health: Any, *, dashboard: bool) -> Any:
+    """The HTTP side of a service: probes and metrics, plus the dashboard for ``storywatch run``."""
+    from storywatch.observe import ObserveServer
+
+    if not dashboard:
+        return ObserveServer(metrics, health, settings.http.host, settings.http.port).start()
+    from storywatch.web import create_app
+    from storywatch.web.server import WebServer
+
+    app = create_app(settings, store, health=health, metrics=metrics)
+    return WebServer(app, settings.http.host, settings.http.port).start()
+
+
+def _make_service(stage: str, settings: Settings, bus: Any, store: Any, clock: Any, metrics: Any = None) -> Any:
     if stage == "ingest":
         from ingest.service import IngestService
 
@@ -93,7 +106,7 @@ def run_stages(settings: Settings, stages: tuple[str, ...], once: bool) -> None:
     """Build the bus, store and services for ``stages`` and run them until stopped."""
     from storywatch.bus import make_bus
     from storywatch.clock import SystemClock
-    from storywatch.observe import Health, Metrics, ObserveServer
+    from storywatch.observe import Health, Metrics
     from storywatch.runtime import run_services, stop_on_signals
     from storywatch.store import make_store
 
@@ -101,20 +114,20 @@ def run_stages(settings: Settings, stages: tuple[str, ...], once: bool) -> None:
     store_settings = settings.store.model_copy(update={"path": settings.path(settings.store.path)})
     stop = threading.Event()
     metrics, health = Metrics(), Health()
-    observer = None
-    if settings.http.enabled and not once:
-        observer = ObserveServer(metrics, health, settings.http.host, settings.http.port).start()
-        log.info("serving health and metrics", extra=kv(host=settings.http.host, port=observer.port))
+    observer: Any = None
     with _unavailable_exits(), stop_on_signals(stop):
         bus = make_bus(bus_settings)
         store = make_store(store_settings)
         try:
+            if settings.http.enabled and not once:
+                observer = _observer(settings, store, metrics, health, dashboard=stages == STAGES)
+                log.info("serving health and metrics", extra=kv(host=settings.http.host, port=observer.port))
             topics = settings.bus.topics
             bus.ensure_topics(
                 [topics.raw_articles, topics.story_events, topics.feed_health, topics.alerts, topics.dead_letters]
             )
             clock = SystemClock()
-            services = [_make_service(s, settings, bus, store, clock) for s in stages]
+            services = [_make_service(s, settings, bus, store, clock, metrics) for s in stages]
             log.info("started", extra=kv(stages=",".join(stages), bus=settings.bus.kind, once=once))
             run_services(services, stop, once=once, health=health)
         finally:
@@ -239,6 +252,60 @@ def config_reference() -> None:
     click.echo(markdown(Settings))
 
 
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Feeds, the most active stories, recent and failed alerts, bus lag; exit 1 if unhealthy."""
+    from storywatch.bus import make_bus
+    from storywatch.views import status as show_status
+
+    settings = load(config_path)
+    with _store(settings) as store, _unavailable_exits():
+        bus = make_bus(settings.bus.model_copy(update={"path": settings.path(settings.bus.path)}))
+        try:
+            code = show_status(settings, store, bus, as_json, sys.stdout)
+        finally:
+            bus.close()
+    sys.exit(code)
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default: http.host).")
+@click.option("--port", type=int, default=None, help="Port (default: http.port).")
+def web(config_path: Path | None, host: str | None, port: int | None) -> None:
+    """Serve the read-only dashboard until SIGTERM or Ctrl-C."""
+    from storywatch.runtime import stop_on_signals
+    from storywatch.web import serve
+
+    settings = load(config_path)
+    stop = threading.Event()
+    with _unavailable_exits(), stop_on_signals(stop):
+        serve(settings, host or settings.http.host, settings.http.port if port is None else port, stop)
+
+
+@main.command()
+@config_option
+@click.option("--since", default=None, help="Replay stored history this far back: 7d, 36h, 90m.")
+@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), default=None)
+def backtest(config_path: Path | None, since: str | None, input_path: Path | None) -> None:
+    """Replay history through NEW config's enrich and alert rules; print what would have fired."""
+    from storywatch.backtest import backtest as run_backtest
+    from storywatch.backtest import parse_duration
+
+    settings = load(config_path)
+    try:
+        window = parse_duration(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+
+    def services(s: Settings, bus: Any, store: Any, clock: Any) -> list[Any]:
+        return [_make_service(stage, s, bus, store, clock) for stage in ("enrich", "alerts")]
+
+    sys.exit(run_backtest(settings, window, input_path, sys.stdout, make_services=services))
+
+
 @main.group()
 def feeds() -> None:
     """Check and import feeds."""
@@ -263,7 +330,6 @@ def feeds_check(config_path: Path | None, as_json: bool) -> None:
 def feeds_import(config_path: Path | None, opml: Path, into: Path | None) -> None:
     """Add the feeds of an OPML file to a config file."""
     from ingest.commands import import_opml
-
     from storywatch.settings import default_config_path
 
     target = into or config_path or default_config_path()
