@@ -88,8 +88,8 @@ def parse_feed(
         ) from None
     warnings: list[str] = []
     if parsed.get("bozo"):
-        exc = parsed.get("bozo_exception")
-        warnings.append(f"{type(exc).__name__}: {exc}" if exc else "malformed XML")
+        bozo = parsed.get("bozo_exception")
+        warnings.append(f"{type(bozo).__name__}: {bozo}" if bozo else "malformed XML")
     raw_entries = list(parsed.get("entries") or [])
     feed = parsed.get("feed") or {}
     if not parsed.get("version") and not raw_entries:

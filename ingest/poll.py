@@ -8,6 +8,7 @@ broken feed never stops the others.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -60,6 +61,9 @@ class PollOutcome:
     items: list[Normalised] = field(default_factory=list)
     error: FeedError | None = None
     elapsed_s: float = 0.0
+    body_sha: str | None = None
+    """Hash of the document; a body identical to the last one is not parsed again
+    (servers without ETag or Last-Modified resend the same bytes)."""
 
     @property
     def ok(self) -> bool:
@@ -97,6 +101,8 @@ class Poller:
             with self.limiter.slot(url_host(state.url)):
                 out.result = self.fetcher.fetch(state.url, Validators(state.etag, state.last_modified))
             if out.result.body is not None:
+                out.body_sha = hashlib.sha256(out.result.body).hexdigest()[:32]
+            if out.result.body is not None and out.body_sha != state.body_sha:
                 out.parsed = parse_feed(
                     out.result.body,
                     out.result.url,

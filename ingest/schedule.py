@@ -44,6 +44,8 @@ class FeedState:
     status: Status = "new"
     ttl_s: float | None = None
     last_warning: str | None = None
+    body_sha: str | None = None
+    """Hash of the last document parsed, to skip parsing an unchanged one."""
     """What was wrong with the last document that still parsed (bozo XML, skipped entries)."""
 
     def to_doc(self) -> dict[str, Any]:

@@ -248,6 +248,8 @@ class IngestService:
         assert res is not None
         if out.parsed is not None:
             state = replace(state, last_warning="; ".join(out.parsed.warnings)[:500] or None)
+        if out.body_sha is not None:
+            state = replace(state, body_sha=out.body_sha)
         return after_success(
             state,
             out.fetched_at,

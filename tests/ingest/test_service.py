@@ -265,3 +265,21 @@ def test_many_feeds_on_one_host_do_not_starve_the_others() -> None:
     specs = [FeedSpec(f"https://big.example/{i}") for i in range(4)] + [FeedSpec("https://small.example/x")]
     order = [s.key for s in interleave_hosts(specs, {})]
     assert order[:2] == ["https://big.example/0", "https://small.example/x"]
+
+
+def test_unchanged_body_without_validators_is_not_parsed_again(
+    server: FeedServer, harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.feed("/plain.xml", WIRE)  # no ETag, no Last-Modified
+    settings = make_settings(harness.tmp_path, [url])
+    svc = harness.service(settings)
+    assert svc.drain() == 2
+    sha = svc.state(url).body_sha
+    assert sha
+
+    def must_not_parse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("an unchanged document was parsed again")
+
+    monkeypatch.setattr("ingest.poll.parse_feed", must_not_parse)
+    assert svc.drain() == 0 and server.hits("/plain.xml") == 2 and svc.state(url).status == "ok"
+    assert svc.state(url).last_error is None
