@@ -121,6 +121,7 @@ class IngestService:
     def start(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
+        self._spread_overdue()
         sched = BackgroundScheduler(timezone=UTC)
         sched.add_job(
             self._tick_job,
@@ -135,6 +136,19 @@ class IngestService:
         sched.start()
         self._scheduler = sched
         log.info("ingest scheduler started", extra=kv(feeds=len(self.specs), tick_s=self.cfg.tick_s))
+
+    def _spread_overdue(self) -> None:
+        """After a long stop (or on the first start) many feeds are due at once; when they
+        are more than the pool can poll at a time, spread them over ``min_interval_s``
+        instead of hitting every server in the first seconds."""
+        now = self.clock.now()
+        overdue = [st for st in self._states.values() if st.due(now)]
+        if len(overdue) <= self.cfg.global_concurrency:
+            return
+        window = self.cfg.min_interval_s
+        for st in overdue:
+            self._states[st.key] = deferred(st, now + timedelta(seconds=self.rng.uniform(0, window)))
+        log.info("spreading overdue feeds", extra=kv(feeds=len(overdue), window_s=window))
 
     def step(self, timeout: float) -> int:
         """Articles published since the last call (waits up to ``timeout`` for some)."""

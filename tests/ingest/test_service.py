@@ -283,3 +283,14 @@ def test_unchanged_body_without_validators_is_not_parsed_again(
     monkeypatch.setattr("ingest.poll.parse_feed", must_not_parse)
     assert svc.drain() == 0 and server.hits("/plain.xml") == 2 and svc.state(url).status == "ok"
     assert svc.state(url).last_error is None
+
+
+def test_start_spreads_a_crowd_of_overdue_feeds(harness: Harness) -> None:
+    feeds = [f"https://host{i}.example/rss" for i in range(12)]
+    settings = make_settings(harness.tmp_path, feeds, global_concurrency=4, min_interval_s=60, tick_s=3600)
+    svc = harness.service(settings)
+    svc.start()
+    svc.close()
+    now = harness.clock.now()
+    offsets = [(svc.state(u).next_check_at - now).total_seconds() for u in feeds]  # type: ignore[operator]
+    assert all(0 <= o <= 60 for o in offsets) and len(set(offsets)) == len(offsets)
