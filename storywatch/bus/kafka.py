@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import kafka
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
@@ -41,9 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("storywatch.bus.kafka")
 
 T = TypeVar("T")
-
-_KAFKA_MAJOR = int(kafka.__version__.split(".")[0])
-
 
 def client_options(settings: BusSettings) -> dict[str, Any]:
     """kafka-python options every client shares: where the cluster is, how to reach it, timeouts."""
@@ -130,8 +126,6 @@ class KafkaBus:
         # delivery_timeout_ms bounds retries in time; kafka-python requires it to cover
         # one request plus the linger.
         opts["delivery_timeout_ms"] = max(120_000, self.settings.request_timeout_ms + 5)
-        if _KAFKA_MAJOR < 3:
-            opts["enable_idempotence"] = True
         client = self._connect("producer", lambda: KafkaProducer(**opts))
         producer = KafkaBusProducer(client, self.servers, close_timeout_s=self.settings.request_timeout_ms / 1000)
         self._producers.append(producer)
