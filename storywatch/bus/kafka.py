@@ -41,6 +41,7 @@ log = logging.getLogger("storywatch.bus.kafka")
 
 T = TypeVar("T")
 
+
 def client_options(settings: BusSettings) -> dict[str, Any]:
     """kafka-python options every client shares: where the cluster is, how to reach it, timeouts."""
     opts: dict[str, Any] = {
