@@ -131,10 +131,13 @@ def test_new_consumer_resumes_after_committed_position(new_bus: NewBus, unique_n
     topic, group = unique_name("t"), unique_name("g")
     bus = new_bus()
     bus.ensure_topics([topic])
+    bus.ensure_topics([topic])  # idempotent
     publish(bus, topic, [("story-1", f"v{i}".encode()) for i in range(5)])
     consumer = bus.consumer(group, [topic])
+    consumer.commit()  # nothing polled yet: commits nothing
     assert [r.value for r in poll_exactly(consumer, 3)] == [b"v0", b"v1", b"v2"]
     consumer.commit()
+    consumer.commit()  # again: a no-op
     consumer.close()
     bus.close()
 
