@@ -169,7 +169,7 @@ class StoryClusterer:
         lead = article.text[: c.term_chars] if c.term_chars else ""
         terms = _merge_flags(extract_terms(article.title), extract_terms(lead))
         weights = {t: self.df.idf(t) * (c.entity_boost if e else 1.0) for t, e in terms.items()}
-        fps = [fingerprint(article.title), fingerprint(article.text[:500])]
+        fps = [_tagged("t", fingerprint(article.title)), _tagged("b", fingerprint(article.text[:500]))]
 
         best: Story | None = None
         best_sim = best_ovl = -1.0
@@ -199,7 +199,7 @@ class StoryClusterer:
                 self.join_sims.add(best_sim)
                 self.join_overlaps.add(best_ovl)
             best.add_content(
-                vec, terms, article.title, None if created else best_sim, c.recent_vectors, c.profile_terms
+                vec, terms, article.title, None if created else (best_sim, best_ovl), c.recent_vectors, c.profile_terms
             )
             moved = self._index_put(best)
         for fp in fps:
@@ -221,30 +221,38 @@ class StoryClusterer:
 
     # -- decisions ---------------------------------------------------------------------
 
-    def _standardise(self, story: Story, sim: float) -> float:
-        """How typical ``sim`` is of the similarities at which articles joined ``story``.
+    def _standardise(self, story: Story, sim: float, ovl: float) -> tuple[float, float]:
+        """How typical ``sim`` and ``ovl`` are of the articles that joined ``story`` so far.
 
-        The story's own statistics are shrunk towards the prior, worth ``prior_weight``
-        joins, so that a young story is judged by the prior and an old one by itself.
+        The story's own statistics are shrunk towards the priors, worth ``prior_weight``
+        joins, so that a young story is judged by the priors and an old one by itself.
         """
         c = self.config
-        n = story.sim_n
-        mean, sd = story.cohesion
         k0 = c.prior_weight
-        m = (n * mean + k0 * c.prior_similarity) / (n + k0)
-        var = (max(n - 1, 0) * sd * sd + k0 * c.prior_spread**2) / (max(n - 1, 0) + k0)
-        return (sim - m) / max(var**0.5, 1e-3)
+
+        def z(value: float, n: int, mean: float, sd: float, prior_mean: float) -> float:
+            m = (n * mean + k0 * prior_mean) / (n + k0)
+            dof = max(n - 1, 0)
+            var = (dof * sd * sd + k0 * c.prior_spread**2) / (dof + k0)
+            return (value - m) / max(var**0.5, 1e-3)
+
+        return (
+            z(sim, story.sim_n, *story.cohesion, c.prior_similarity),
+            z(ovl, story.ovl_n, *story.overlap_stats, c.prior_overlap),
+        )
 
     def _accepts(self, story: Story, sim: float, ovl: float) -> bool:
         c = self.config
         if sim < c.min_similarity:
             return False
-        zs = self._standardise(story, sim)
+        zs, zo = self._standardise(story, sim, ovl)
         if self._dormant(story):
-            return zs >= c.dormant_z and ovl >= c.min_overlap
+            return zs >= c.dormant_z and zo >= -c.overlap_z
+        if c.combined_z is not None:
+            return zs + zo >= -c.combined_z
         if zs < -c.similarity_z:
             return False
-        return zs >= c.strong_z or ovl >= c.min_overlap
+        return zs >= c.strong_z or zo >= -c.overlap_z
 
     def _is_copy(self, story: Story, vec: np.ndarray, sim: float, fps: list[str]) -> bool:
         """Same body text, or same title and plausibly the same story, or a near-identical vector.
@@ -264,11 +272,11 @@ class StoryClusterer:
     def _profile(self, story: Story) -> tuple[dict[str, float], float]:
         """The story's IDF-weighted term profile and its norm.
 
-        Cached until the story changes or the stream has grown by a tenth since: IDF
+        Cached until the story changes or the stream has grown by 5% since: IDF
         moves slowly, and recomputing every profile for every candidate dominated the cost.
         """
         docs = self.df.docs
-        if story.profile is None or docs > story.profile_docs * 1.1 + 10:
+        if story.profile is None or docs >= story.profile_docs * 1.05 + 1:
             n = max(story.vec_count, 1)
             boost = self.config.entity_boost
             story.profile = {
@@ -280,7 +288,8 @@ class StoryClusterer:
         return story.profile, story.profile_norm
 
     def _dormant(self, story: Story) -> bool:
-        return self.now - story.last_seen > timedelta(hours=self.config.dormant_after_hours)
+        now = self.now if self.clock is None else max(self.now, self.clock.now())
+        return now - story.last_seen > timedelta(hours=self.config.dormant_after_hours)
 
     def _maybe_merge(self, story: Story) -> tuple[str, ...]:
         """Merge ``story`` with a near-identical neighbour; the older story survives."""
@@ -401,3 +410,8 @@ def _merge_flags(a: dict[str, bool], b: dict[str, bool]) -> dict[str, bool]:
     for t, e in b.items():
         out[t] = out.get(t, False) or e
     return out
+
+
+def _tagged(tag: str, fp: str) -> str:
+    """Title and body fingerprints live in one set: tag them so that they never collide."""
+    return tag + fp if fp else ""

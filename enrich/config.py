@@ -47,15 +47,16 @@ class ClusterConfig(BaseModel):
     similarity_z: float = Field(2.5, ge=0, le=10)
     """A candidate's cosine must be at least ``median - similarity_z * spread`` of the cosines
     at which articles joined stories so far in this stream (see :mod:`enrich.calibrate`)."""
-    min_overlap: float = Field(0.15, ge=0, le=1)
-    """IDF-weighted term overlap needed to join, unless the cosine alone is strong..."""
+    overlap_z: float = Field(1.5, ge=0, le=10)
+    """Likewise for the IDF-weighted term overlap, unless the cosine alone is strong..."""
+    combined_z: float | None = None
     strong_z: float = Field(1.0, ge=-10, le=10)
     """...that is, at least ``median + strong_z * spread``."""
     min_similarity: float = Field(0.25, ge=-1, le=1)
     """Absolute floor: below this cosine an article never joins, whatever the statistics say."""
     prior_similarity: float = Field(0.72, ge=-1, le=1)
     """Typical join cosine assumed before the stream has shown its own (MiniLM scale)."""
-    prior_overlap: float = Field(0.35, ge=0, le=1)
+    prior_overlap: float = Field(0.30, ge=0, le=1)
     """Typical join overlap assumed before the stream has shown its own."""
     prior_spread: float = Field(0.12, gt=0, le=1)
     """Spread of join cosines assumed before a story has shown its own."""

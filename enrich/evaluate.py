@@ -93,7 +93,7 @@ def evaluate_records(
 ) -> dict[str, Any]:
     """Cluster pre-embedded records and score them against their ``story`` labels."""
     start = time.perf_counter()
-    predicted, clusterer = cluster_records(records, embeddings, config)
+    predicted, _clusterer = cluster_records(records, embeddings, config)
     gold = [str(r["story"]) for r in records]
     p, r, f1 = bcubed(predicted, gold)
     return {

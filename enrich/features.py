@@ -103,8 +103,9 @@ class DocumentFrequency:
     the side of calling a term rare: they were rare. Snapshot with :meth:`to_state`.
     """
 
-    def __init__(self, max_terms: int = 200_000) -> None:
+    def __init__(self, max_terms: int = 200_000, prior_docs: int = 100) -> None:
         self.max_terms = max_terms
+        self.prior_docs = prior_docs
         self.docs = 0
         self._df: dict[str, int] = {}
 
@@ -125,18 +126,23 @@ class DocumentFrequency:
         return self._df.get(term, 0)
 
     def idf(self, term: str) -> float:
-        """Smoothed inverse document frequency, ``log((N + 1) / (df + 1))``; 0 for a term in every document."""
-        return math.log((self.docs + 1) / (self._df.get(term, 0) + 1))
+        """Smoothed inverse document frequency, ``log((N + prior + 1) / (df + 1))``.
+
+        The prior counts ``prior_docs`` imaginary documents without the term: every term
+        is taken to be rare until the stream shows otherwise, so that the first articles
+        of a stream can already be matched on their names.
+        """
+        return math.log((self.docs + self.prior_docs + 1) / (self._df.get(term, 0) + 1))
 
     def __len__(self) -> int:
         return len(self._df)
 
     def to_state(self) -> dict[str, Any]:
-        return {"max_terms": self.max_terms, "docs": self.docs, "df": dict(self._df)}
+        return {"max_terms": self.max_terms, "prior_docs": self.prior_docs, "docs": self.docs, "df": dict(self._df)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> DocumentFrequency:
-        obj = cls(int(state["max_terms"]))
+        obj = cls(int(state["max_terms"]), int(state.get("prior_docs", 100)))
         obj.docs = int(state["docs"])
         obj._df = {str(k): int(v) for k, v in state["df"].items()}
         return obj

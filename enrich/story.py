@@ -74,6 +74,9 @@ class Story:
         self.sim_n = 0
         self.sim_mean = 0.0
         self.sim_m2 = 0.0
+        self.ovl_n = 0
+        self.ovl_mean = 0.0
+        self.ovl_m2 = 0.0
         self.profile: dict[str, float] | None = None
         self.profile_norm = 0.0
         self.profile_docs = 0
@@ -94,6 +97,13 @@ class Story:
             return self.sim_mean, 0.0
         return self.sim_mean, math.sqrt(self.sim_m2 / (self.sim_n - 1))
 
+    @property
+    def overlap_stats(self) -> tuple[float, float]:
+        """Mean and standard deviation of the term overlaps at which articles joined."""
+        if self.ovl_n < 2:
+            return self.ovl_mean, 0.0
+        return self.ovl_mean, math.sqrt(self.ovl_m2 / (self.ovl_n - 1))
+
     def add_time(self, at: datetime, source: str | None, max_sources: int) -> None:
         self.article_count += 1
         self.first_seen = min(self.first_seen, at)
@@ -112,7 +122,7 @@ class Story:
         vec: np.ndarray,
         terms: dict[str, bool],
         title: str,
-        similarity: float | None,
+        joined: tuple[float, float] | None,
         recent_vectors: int,
         profile_terms: int,
     ) -> None:
@@ -131,11 +141,9 @@ class Story:
                 self.entity_terms.add(t)
         if len(self.term_counts) > 2 * profile_terms:
             self.prune_terms(profile_terms)
-        if similarity is not None:
-            self.sim_n += 1
-            delta = similarity - self.sim_mean
-            self.sim_mean += delta / self.sim_n
-            self.sim_m2 += delta * (similarity - self.sim_mean)
+        if joined is not None:
+            self.sim_n, self.sim_mean, self.sim_m2 = _welford(self.sim_n, self.sim_mean, self.sim_m2, joined[0])
+            self.ovl_n, self.ovl_mean, self.ovl_m2 = _welford(self.ovl_n, self.ovl_mean, self.ovl_m2, joined[1])
         self.consider_headline(title, vec)
 
     def prune_terms(self, keep: int) -> None:
@@ -193,12 +201,12 @@ class Story:
             elif len(self.sources) < max_sources:
                 self.sources[s] = n
         self.times = deque(sorted([*self.times, *other.times])[-_MAX_TIMES:])
-        n = self.sim_n + other.sim_n
-        if n:
-            delta = other.sim_mean - self.sim_mean
-            mean = self.sim_mean + delta * other.sim_n / n
-            self.sim_m2 += other.sim_m2 + delta * delta * self.sim_n * other.sim_n / n
-            self.sim_mean, self.sim_n = mean, n
+        self.sim_n, self.sim_mean, self.sim_m2 = _pool(
+            (self.sim_n, self.sim_mean, self.sim_m2), (other.sim_n, other.sim_mean, other.sim_m2)
+        )
+        self.ovl_n, self.ovl_mean, self.ovl_m2 = _pool(
+            (self.ovl_n, self.ovl_mean, self.ovl_m2), (other.ovl_n, other.ovl_mean, other.ovl_m2)
+        )
         self.consider_headline(other.headline, other.headline_vec)
 
     def state(self, key_terms: list[str], entities: list[str], velocity: float, dormant: bool) -> StoryState:
@@ -237,6 +245,7 @@ class Story:
             "sources": dict(self.sources),
             "times": [t.isoformat() for t in self.times],
             "sim": [self.sim_n, self.sim_mean, self.sim_m2],
+            "ovl": [self.ovl_n, self.ovl_mean, self.ovl_m2],
             "profile": None if self.profile is None else [self.profile, self.profile_norm, self.profile_docs],
         }
 
@@ -260,8 +269,25 @@ class Story:
         story.sources = {str(k): int(v) for k, v in s["sources"].items()}
         story.times = deque(datetime.fromisoformat(t) for t in s["times"])
         story.sim_n, story.sim_mean, story.sim_m2 = int(s["sim"][0]), float(s["sim"][1]), float(s["sim"][2])
+        story.ovl_n, story.ovl_mean, story.ovl_m2 = int(s["ovl"][0]), float(s["ovl"][1]), float(s["ovl"][2])
         if s.get("profile") is not None:
             weights, pnorm, docs = s["profile"]
             story.profile = {str(k): float(v) for k, v in weights.items()}
             story.profile_norm, story.profile_docs = float(pnorm), int(docs)
         return story
+
+
+def _welford(n: int, mean: float, m2: float, x: float) -> tuple[int, float, float]:
+    n += 1
+    delta = x - mean
+    mean += delta / n
+    return n, mean, m2 + delta * (x - mean)
+
+
+def _pool(a: tuple[int, float, float], b: tuple[int, float, float]) -> tuple[int, float, float]:
+    """Combine two running (count, mean, M2) statistics."""
+    n = a[0] + b[0]
+    if not n:
+        return 0, 0.0, 0.0
+    delta = b[1] - a[1]
+    return n, a[1] + delta * b[0] / n, a[2] + b[2] + delta * delta * a[0] * b[0] / n
