@@ -3,7 +3,8 @@
 The feed server (``tests/feedserver.py --bench N``) runs in a separate process so that
 the CPU time measured here is the ingest side only. Each feed has an ETag; between
 cycles the server gives ``--fraction`` of the feeds one new item, so a steady cycle is
-mostly 304s with some 200s carrying 20 entries of which one is new.
+mostly 304s with some 200s carrying 20 entries of which one is new. One cycle with no
+changes at all (every feed answers 304) shows the fixed cost of a poll.
 
 Reported per cycle: wall time, process CPU time (all threads), articles published, and
 the same figures for a baseline measured in the same run: a bare httpx GET loop over the
@@ -47,7 +48,7 @@ class Sample:
     def line(self, feeds: int) -> str:
         rate = feeds / self.wall_s * 60 if self.wall_s else 0.0
         return (
-            f"{self.label:<26} wall {self.wall_s:7.2f} s   cpu {self.cpu_s:7.2f} s   "
+            f"{self.label:<27} wall {self.wall_s:7.2f} s   cpu {self.cpu_s:7.2f} s   "
             f"{rate:9,.0f} feeds/min   cores {self.cpu_s / self.wall_s:5.2f}   items {self.items}"
         )
 
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace, base: str, urls: list[str]) -> None:
         svc.poller.langs.detect("warm up the language model once, outside the measurements")
         baseline = Baseline(urls, args.concurrency)
         samples = [measure("ingest cold (all 200)", svc.drain), measure("baseline cold", baseline.cycle)]
+        samples += [measure("ingest unchanged (all 304)", svc.drain), measure("baseline unchanged", baseline.cycle)]
         steady: list[tuple[Sample, Sample]] = []
         for i in range(args.cycles):
             bump.get("/_bump")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ingest.fetch import Fetcher, FetchResult, Validators
 from ingest.hosts import HostLimiter
@@ -64,6 +65,8 @@ class PollOutcome:
     body_sha: str | None = None
     """Hash of the document; a body identical to the last one is not parsed again
     (servers without ETag or Last-Modified resend the same bytes)."""
+    entry_marks: list[str] | None = None
+    """Fingerprints of this document's entries; None when it was not parsed."""
 
     @property
     def ok(self) -> bool:
@@ -110,7 +113,9 @@ class Poller:
                     max_bytes=self.settings.max_body_bytes,
                     max_entries=self.settings.max_entries_per_feed,
                 )
-                out.items = self._normalise(spec, out.parsed, out.result.url, out.fetched_at)
+                out.items, out.entry_marks = self._normalise(
+                    spec, out.parsed, out.result.url, out.fetched_at, set(state.entry_marks or ())
+                )
                 if spec.full_text:
                     out.items = [self._with_full_text(i, is_known) for i in out.items]
         except FeedError as exc:
@@ -121,9 +126,18 @@ class Poller:
         out.elapsed_s = time.monotonic() - start
         return out
 
-    def _normalise(self, spec: FeedSpec, parsed: ParsedFeed, url: str, fetched_at: datetime) -> list[Normalised]:
+    def _normalise(
+        self, spec: FeedSpec, parsed: ParsedFeed, url: str, fetched_at: datetime, known: set[str]
+    ) -> tuple[list[Normalised], list[str]]:
+        """Normalise the entries not in ``known`` (the marks of the feed's last document);
+        return them and the marks of this document."""
         items = []
+        marks = []
         for entry in parsed.entries:
+            mark = entry_mark(entry)
+            marks.append(mark)
+            if mark in known:
+                continue
             try:
                 items.append(
                     normalise_entry(
@@ -138,7 +152,7 @@ class Poller:
                 )
             except (ValueError, TypeError) as exc:
                 parsed.warnings.append(f"entry skipped: {exc}")
-        return items
+        return items, marks
 
     def _with_full_text(self, item: Normalised, is_known: Callable[[str], bool]) -> Normalised:
         """Replace a headline-only summary with the article page's main text (new articles only)."""
@@ -156,6 +170,17 @@ class Poller:
             return item
         summary = " ".join(text.split())[:4000]
         return Normalised(art.model_copy(update={"summary": summary}), item.title_key, item.declared_lang)
+
+
+def entry_mark(entry: Any) -> str:
+    """A short fingerprint of an entry as the feed sent it (GUID, link, title, summary).
+
+    An entry whose mark was in the feed's previous document was handled then and is
+    skipped; any change (a corrected headline, say) gives a new mark, so the seen-store
+    still gets to decide whether it is an update.
+    """
+    parts = [str(entry.get(k) or "") for k in ("id", "link", "title", "summary")]
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "replace"), digest_size=8).hexdigest()
 
 
 def extract_text(html: bytes, url: str) -> str | None:

@@ -46,6 +46,8 @@ class FeedState:
     last_warning: str | None = None
     body_sha: str | None = None
     """Hash of the last document parsed, to skip parsing an unchanged one."""
+    entry_marks: list[str] | None = None
+    """Fingerprints of the last document's entries, to skip entries handled before."""
     """What was wrong with the last document that still parsed (bozo XML, skipped entries)."""
 
     def to_doc(self) -> dict[str, Any]:

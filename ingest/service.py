@@ -264,6 +264,8 @@ class IngestService:
             state = replace(state, last_warning="; ".join(out.parsed.warnings)[:500] or None)
         if out.body_sha is not None:
             state = replace(state, body_sha=out.body_sha)
+        if out.entry_marks is not None:
+            state = replace(state, entry_marks=out.entry_marks)
         return after_success(
             state,
             out.fetched_at,

@@ -294,3 +294,30 @@ def test_start_spreads_a_crowd_of_overdue_feeds(harness: Harness) -> None:
     now = harness.clock.now()
     offsets = [(svc.state(u).next_check_at - now).total_seconds() for u in feeds]  # type: ignore[operator]
     assert all(0 <= o <= 60 for o in offsets) and len(set(offsets)) == len(offsets)
+
+
+def test_entries_seen_in_the_last_document_are_not_normalised_again(
+    server: FeedServer, harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest.poll
+
+    calls: list[str] = []
+    real = ingest.poll.normalise_entry
+
+    def counting(entry: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(entry.get("title"))
+        return real(entry, *args, **kwargs)
+
+    monkeypatch.setattr("ingest.poll.normalise_entry", counting)
+    url = server.feed("/wire.xml", WIRE)
+    settings = make_settings(harness.tmp_path, [url])
+    svc = harness.service(settings)
+    svc.drain()
+    server.feed("/wire.xml", rss("World Wire", items(
+        ("Strike halts trains", "https://wire.example/s1"),
+        ("Missile launched over the sea", "https://wire.example/m1?utm_source=rss"),
+        ("Central bank raises rates again", "https://wire.example/r1"),
+    )))  # fmt: skip
+    calls.clear()
+    assert svc.drain() == 1
+    assert calls == ["Strike halts trains"]
