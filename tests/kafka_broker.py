@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 
 class BrokerStartError(RuntimeError):
@@ -50,7 +51,8 @@ def broker_binary() -> str:
 class TansuBroker:
     """One tansu process with memory storage; a context manager that always stops it."""
 
-    def __init__(self, *, startup_timeout_s: float = 30.0, attempts: int = 3):
+    def __init__(self, *, binary: str | None = None, startup_timeout_s: float = 30.0, attempts: int = 3):
+        self.binary = binary
         self.startup_timeout_s = startup_timeout_s
         self.attempts = attempts
         self.port = 0
@@ -63,28 +65,17 @@ class TansuBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> TansuBroker:
-        binary = broker_binary()
+        binary = self.binary or broker_binary()
         errors = []
         # The free port may be taken between our probe and the broker's bind; try another.
         for _ in range(self.attempts):
             self.port = free_port()
             url = f"tcp://127.0.0.1:{self.port}"
             with self.log_path.open("ab") as log:
-                self._proc = subprocess.Popen(
-                    [
-                        binary,
-                        "broker",
-                        "--listener-url",
-                        url,
-                        "--advertised-listener-url",
-                        url,
-                        "--storage-engine",
-                        "memory://tansu/",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
+                try:
+                    self._proc = self._spawn(binary, url, log)
+                except OSError as exc:
+                    raise BrokerStartError(f"cannot run the broker binary {binary}: {exc}") from exc
             try:
                 self._wait_until_answering()
                 return self
@@ -93,6 +84,16 @@ class TansuBroker:
                 self.stop()
         raise BrokerStartError(
             "tansu did not start:\n" + "\n".join(errors) + "\n--- broker log ---\n" + self._log_tail()
+        )
+
+    @staticmethod
+    def _spawn(binary: str, url: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        command = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+        return subprocess.Popen(
+            [*command, "--storage-engine", "memory://tansu/"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
     def _wait_until_answering(self) -> None:
