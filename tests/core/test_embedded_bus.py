@@ -1,10 +1,16 @@
 """What only the embedded bus must show: its log and every group's offsets survive closing and
 reopening the file (a restarted process), and two bus objects on one file (two processes)
-see each other's messages."""
+see each other's messages; and any sequence of publish, flush, poll, commit and crash
+keeps at-least-once delivery in order."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from storywatch.bus import Record
 from storywatch.bus.embedded import EmbeddedBus
@@ -69,3 +75,71 @@ def test_published_messages_are_visible_only_after_flush(tmp_path: Path) -> None
     producer.flush()
     assert _values(bus.consumer("g2", ["t"]).poll(timeout=0)) == [b"buffered"]
     bus.close()
+
+
+class EmbeddedBusMachine(RuleBasedStateMachine):
+    """Random publish / flush / poll / commit / crash-and-restart sequences against a model:
+    a list of flushed values, the group's committed offset and the consumer's position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dir = tempfile.TemporaryDirectory()
+        self.path = Path(self._dir.name) / "bus.db"
+        self.log: list[bytes] = []
+        self.buffer: list[bytes] = []
+        self.committed = 0
+        self.position = 0
+        self.counter = 0
+        self._open()
+
+    def _open(self) -> None:
+        self.bus = EmbeddedBus(self.path)
+        self.producer = self.bus.producer()
+        self.consumer = self.bus.consumer("g", ["t"])
+
+    @rule(n=st.integers(1, 4))
+    def publish(self, n: int) -> None:
+        for _ in range(n):
+            value = f"m{self.counter}".encode()
+            self.counter += 1
+            self.producer.publish("t", f"k{self.counter % 3}", value)
+            self.buffer.append(value)
+
+    @rule()
+    def flush(self) -> None:
+        self.producer.flush()
+        self.log += self.buffer
+        self.buffer = []
+
+    @rule(max_records=st.integers(1, 5))
+    def poll(self, max_records: int) -> None:
+        records = self.consumer.poll(max_records=max_records, timeout=0)
+        expected = self.log[self.position : self.position + max_records]
+        assert [r.value for r in records] == expected
+        assert [r.offset for r in records] == list(range(self.position, self.position + len(expected)))
+        self.position += len(records)
+
+    @rule()
+    def commit(self) -> None:
+        self.consumer.commit()
+        self.committed = self.position
+
+    @rule()
+    def crash_and_restart(self) -> None:
+        """The process dies: unflushed messages are lost, uncommitted ones come again."""
+        self.bus.close()
+        self.buffer = []
+        self.position = self.committed
+        self._open()
+
+    @invariant()
+    def lag_counts_uncommitted(self) -> None:
+        assert self.consumer.lag() == len(self.log) - self.committed
+
+    def teardown(self) -> None:
+        self.bus.close()
+        self._dir.cleanup()
+
+
+TestEmbeddedBusMachine = EmbeddedBusMachine.TestCase
+TestEmbeddedBusMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
