@@ -196,6 +196,16 @@ class PostgresServer:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the whole test session; each test makes its own database."""
-    with PostgresServer() as server:
+    """A PostgreSQL server for the whole test session; each test makes its own database.
+
+    Fails (never skips) when the server cannot start, so a missing PostgreSQL cannot
+    pass CI unnoticed.
+    """
+    try:
+        server = PostgresServer().start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"the PostgreSQL test server could not start: {exc}")
+    try:
         yield server
+    finally:
+        server.stop()

@@ -122,8 +122,14 @@ class Replica(threading.Thread):
 
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as exc:
+        pytest.fail(f"the PostgreSQL test server could not start: {exc}")
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

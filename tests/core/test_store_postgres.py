@@ -296,3 +296,12 @@ def test_dsn_is_a_secret_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings.model_validate({"store": {"kind": "postgres", "dsn": {"env": "SW_TEST_PG_DSN"}, "pool_size": 2}})
     assert s.store.dsn is not None and s.store.dsn.get_secret_value() == dsn
     assert PASSWORD not in str(s.redacted())
+
+
+def test_missing_server_binaries_say_to_run_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.pg_server as helper
+
+    monkeypatch.setattr(helper.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(helper.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"scripts/setup\.sh"):
+        PostgresServer()
