@@ -41,10 +41,11 @@ def check_feeds(
     seen = SeenStore(store, cfg.seen_capacity)
     specs = feed_specs(settings)
 
+    stored = {spec.key: load_state(store, spec) for spec in specs}
+
     def one(spec: Any) -> PollOutcome:
-        stored = load_state(store, spec)
         # No validators: a 304 would tell nothing about what the feed holds now.
-        return poller.poll(spec, FeedState(key=spec.key, url=stored.url))
+        return poller.poll(spec, FeedState(key=spec.key, url=stored[spec.key].url))
 
     failed = 0
     try:
@@ -52,6 +53,8 @@ def check_feeds(
             for outcome in pool.map(one, specs):
                 new = seen.decide(outcome.items, clock.now()).new_count if outcome.items else 0
                 row = _row(outcome, new)
+                row["state"] = stored[outcome.spec.key].status
+                row["enabled"] = outcome.spec.enabled
                 failed += not row["ok"]
                 out.write((json.dumps(row) if as_json else _text(row)) + "\n")
                 out.flush()
@@ -92,6 +95,8 @@ def _text(row: dict[str, Any]) -> str:
             line += f"\n      warning: {'; '.join(row['warnings'])}"
         if row["moved_to"]:
             line += f"\n      moved permanently to {row['moved_to']}; update the config"
+        if row.get("state") in ("failing", "disabled"):
+            line += f"\n      the ingest service has this feed as {row['state']}"
         return line
     line = f"FAIL  {status!s:>3}  {row['error']}: {row['message']}  ({label}, {row['elapsed_s']:.2f}s)"
     if row["suggestion"]:
