@@ -8,7 +8,7 @@ of its embedding to the anchors' centroid, or to the closest single anchor less
 chance (the word "launch" in "missile launches"), which on hand-labelled headlines
 separated topics better than the closest anchor alone; the slack keeps an article that
 restates one example a match even when the examples are diverse. Scores of different
-topics sit on the same cosine scale, so one threshold (``enrich.topic_threshold``, 0.45
+topics sit on the same cosine scale, so one threshold (``enrich.topic_threshold``, 0.43
 for all-MiniLM-L6-v2) fits them all. Two things lower a score:
 
 - a counter-example: when the article is about as close to a counter-example as to the
@@ -109,7 +109,7 @@ class _Compiled:
 class TopicMatcher:
     """Scores texts against watched topics; build once, the anchors are embedded here.
 
-    >>> matcher = TopicMatcher(settings.topics, embedder, default_threshold=0.45)
+    >>> matcher = TopicMatcher(settings.topics, embedder, default_threshold=0.43)
     >>> [s for s in matcher.score_texts(["N. Korea fires missile"])[0] if s.matched]
     """
 

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from enrich.embed import Embedder, article_text
 from enrich.topics import TopicMatcher, TopicScore, best_scores, keyword_pattern
-from storywatch.settings.enrich import TopicMatchSettings, WatchedTopic
+from storywatch.settings.enrich import EnrichSettings, TopicMatchSettings, WatchedTopic
 
-THRESHOLD = 0.45
+THRESHOLD = EnrichSettings().topic_threshold
 
 TOPICS = [
     WatchedTopic(
