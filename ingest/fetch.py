@@ -179,6 +179,9 @@ class Fetcher:
                 elapsed_s=time.monotonic() - start,
             )
         if status >= 400 or status < 200:
+            length = resp.headers.get("content-length", "")
+            if length.isdigit() and int(length) <= 64 * 1024:
+                resp.read()  # small error pages are read so the connection can be reused
             raise FeedHTTPError(url, http_error_message(status, retry_after), status=status, retry_after=retry_after)
         declared = resp.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
