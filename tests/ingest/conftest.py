@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,8 +102,3 @@ def harness(tmp_path: Path, langs: LanguageDetector) -> Iterator[Harness]:
     h = Harness(tmp_path, langs)
     yield h
     h.close()
-
-
-@pytest.fixture
-def fixture_bytes() -> Callable[[str], bytes]:
-    return lambda name: (FIXTURES / name).read_bytes()
