@@ -241,8 +241,7 @@ class EnrichService:
                 articles.append((rec, decode(Article, rec.topic, rec.value)))
             except SchemaError as exc:
                 self._dead_letter(producer, rec, exc.reason)
-        with self.store.transaction():
-            self._process(producer, articles)
+        self._process(producer, articles)
         for rec in fresh:
             self._covered[_pos(rec)] = max(self._covered.get(_pos(rec), 0), rec.offset + 1)
         self._pending += len(fresh)
@@ -251,38 +250,37 @@ class EnrichService:
         return len(fresh)
 
     def _process(self, producer: Producer, articles: list[tuple[Record, Article]]) -> None:
-        if not articles:
-            return
         todo: list[tuple[Record, Article]] = []
         for rec, art in articles:
-            known = self.events.story_of(art.id)
-            if known is not None:
-                # A retitle, or the same article delivered again: new wording, not a new report.
-                self.events.on_title_update(art.id, art.title)
-                if self.on_assign:
-                    self.on_assign(art.id, known)
-            else:
+            if not self._known(art):
                 todo.append((rec, art))
         if not todo:
             return
         embedder, matcher, clusterer = self._model()
         lead = self._embed_cfg.lead_chars
-        texts = [article_text(a.title, a.summary, lead) for _, a in todo]
-        vectors = embedder.encode(texts)
-        for (rec, art), vec in zip(todo, vectors, strict=True):
-            known = self.events.story_of(art.id)
-            if known is not None:  # the same id twice in one batch
-                self.events.on_title_update(art.id, art.title)
-                if self.on_assign:
-                    self.on_assign(art.id, known)
-                continue
-            try:
-                self._one(producer, matcher, clusterer, art, vec)
-            except (BusError, StoreError):
-                raise
-            except Exception as exc:  # one bad article must not stop the stream
-                log.exception("cannot enrich article", extra=kv(article_id=art.id, offset=rec.offset))
-                self._dead_letter(producer, rec, f"{type(exc).__name__}: {exc}")
+        vectors = embedder.encode([article_text(a.title, a.summary, lead) for _, a in todo])
+        # One store transaction for the batch's story documents, taken after the slow encode.
+        with self.store.transaction():
+            for (rec, art), vec in zip(todo, vectors, strict=True):
+                if self._known(art):  # the same id twice in one batch
+                    continue
+                try:
+                    self._one(producer, matcher, clusterer, art, vec)
+                except (BusError, StoreError):
+                    raise
+                except Exception as exc:  # one bad article must not stop the stream
+                    log.exception("cannot enrich article", extra=kv(article_id=art.id, offset=rec.offset))
+                    self._dead_letter(producer, rec, f"{type(exc).__name__}: {exc}")
+
+    def _known(self, art: Article) -> bool:
+        """A retitle, or the same article delivered again: new wording, not a new report."""
+        known = self.events.story_of(art.id)
+        if known is None:
+            return False
+        self.events.on_title_update(art.id, art.title)
+        if self.on_assign:
+            self.on_assign(art.id, known)
+        return True
 
     def _one(
         self, producer: Producer, matcher: TopicMatcher, clusterer: StoryClusterer, art: Article, vec: np.ndarray
