@@ -131,7 +131,8 @@ def normalise_entry(
     service detects it only for the articles it publishes.
     """
     base = feed_url if not feed_url.startswith("file:") else (feed.link or feed_url)
-    link = str(entry.get("link") or "").strip()
+    # FeedBurner-style proxies put a redirecting link in <link> and the article in origLink.
+    link = str(entry.get("feedburner_origlink") or entry.get("link") or "").strip()
     url = canonical_url(link, base) if link else None
     guid = str(entry.get("id") or "").strip() or None
     title = _text_of(entry, "title")

@@ -44,8 +44,15 @@ _BATCH_WINDOW_S = 0.25
 
 
 def feed_specs(settings: Settings) -> list[FeedSpec]:
-    """The configured feeds with their locations resolved (relative paths against base_dir)."""
-    return [FeedSpec.from_settings(f, settings.base_dir) for f in settings.feeds]
+    """The configured feeds with their locations resolved (relative paths against base_dir).
+
+    Two spellings of one location (``feeds/a.xml`` and ``./feeds/a.xml``) are one feed.
+    """
+    specs: dict[str, FeedSpec] = {}
+    for f in settings.feeds:
+        spec = FeedSpec.from_settings(f, settings.base_dir)
+        specs.setdefault(spec.key, spec)
+    return list(specs.values())
 
 
 def load_state(store: Store, spec: FeedSpec) -> FeedState:

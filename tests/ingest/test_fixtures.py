@@ -108,6 +108,9 @@ CASES: dict[str, Expect] = {
     "rss2_whitespace_and_long_summary.xml": Expect(
         1, titles=["Title with odd whitespace"], urls=["https://www.harborherald.example/ws"]
     ),
+    "rss2_feedburner_origlink.xml": Expect(
+        1, urls=["https://gazette.example/2026/03/ferry-service-resumes/"], published=["2026-03-02T08:00:00"]
+    ),
     "rss2_podcast_itunes.xml": Expect(1, urls=["https://www.harborherald.example/pod/12"]),
     "html_page_with_autodiscovery.html": Expect(
         error="got an HTML page, not a feed", suggestion="https://fixtures.example.org/feeds/all.rss"

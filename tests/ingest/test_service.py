@@ -321,3 +321,11 @@ def test_entries_seen_in_the_last_document_are_not_normalised_again(
     calls.clear()
     assert svc.drain() == 1
     assert calls == ["Strike halts trains"]
+
+
+def test_two_spellings_of_one_file_are_one_feed(harness: Harness) -> None:
+    (harness.tmp_path / "feeds").mkdir()
+    (harness.tmp_path / "feeds" / "a.xml").write_bytes((FIXTURES / "rss2_basic.xml").read_bytes())
+    settings = make_settings(harness.tmp_path, ["feeds/a.xml", "./feeds/a.xml"])
+    svc = harness.service(settings)
+    assert len(svc.specs) == 1 and svc.drain() == 3
