@@ -27,7 +27,10 @@ from storywatch.errors import FeedParseError
 
 _SNIFF_BYTES = 64 * 1024
 _ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
-_HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.I | re.S)
+_HTML_START = re.compile(
+    rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.I | re.S
+)
+_FEED_ROOT = re.compile(rb"<(rss|feed|rdf:RDF|RDF)[\s>]")
 _FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/rdf+xml", "application/feed+json")
 _SY_PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400, "yearly": 365 * 86400}
 
@@ -66,7 +69,9 @@ def parse_feed(
         raise FeedParseError(
             feed_url, "got a JSON document (a JSON Feed?); storywatch reads RSS, Atom and RSS 1.0 (RDF) feeds"
         )
-    if _HTML_START.match(head) or (content_type.startswith("text/html") and b"<rss" not in head[:2048]):
+    # The content decides; a Content-Type of text/html only counts when no feed root is in sight
+    # (plenty of servers label their feeds text/html).
+    if _HTML_START.match(head) or (content_type.startswith("text/html") and not _FEED_ROOT.search(head[:4096])):
         suggestion = discover_feed(body, feed_url)
         hint = f"; the page advertises a feed at {suggestion}" if suggestion else "; look for the site's RSS link"
         raise FeedParseError(feed_url, "got an HTML page, not a feed" + hint, suggestion=suggestion)

@@ -178,3 +178,30 @@ def test_fixture(name: str, langs: LanguageDetector) -> None:
         assert len(art.id) == 32
 
 
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "ok"),
+    [
+        ("atom_basic.atom", "text/html; charset=utf-8", True),
+        ("rss2_basic.xml", "text/html", True),
+        ("rdf_rss1.rdf", "text/html", True),
+        ("html_page_no_feed.html", "application/rss+xml", False),
+    ],
+    ids=["atom-as-html", "rss-as-html", "rdf-as-html", "html-as-rss"],
+)
+def test_content_decides_not_the_content_type(name: str, content_type: str, ok: bool) -> None:
+    body = (FIXTURES / name).read_bytes()
+    if ok:
+        assert parse_feed(body, FEED_URL, content_type=content_type).entries
+    else:
+        with pytest.raises(FeedParseError, match="HTML page"):
+            parse_feed(body, FEED_URL, content_type=content_type)
+
+
+def test_xhtml_page_with_xml_prolog_is_recognised() -> None:
+    page = b'<?xml version="1.0"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "x.dtd">\n<html><head>' \
+        b'<link rel="alternate" type="application/atom+xml" href="https://x.example/atom"/></head></html>'
+    with pytest.raises(FeedParseError) as info:
+        parse_feed(page, FEED_URL)
+    assert info.value.suggestion == "https://x.example/atom"
