@@ -27,6 +27,7 @@ from storywatch.errors import FeedParseError
 
 _SNIFF_BYTES = 64 * 1024
 _ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 _HTML_START = re.compile(
     rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.I | re.S
 )
@@ -58,8 +59,10 @@ def parse_feed(
         raise FeedParseError(feed_url, f"document of {len(body):,} bytes exceeds the {max_bytes:,}-byte limit")
     if not body.strip():
         raise FeedParseError(feed_url, "the document is empty; the server sent no feed")
-    head = body[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf")
-    if _ENTITY_DECL.search(_doctype(head)):
+    raw_head = body[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf")
+    view = _ascii_view(body)
+    head = view[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf")
+    if _declares_entities(view):
         raise FeedParseError(
             feed_url,
             "the document declares XML entities in its DOCTYPE (an entity-expansion attack such as "
@@ -87,7 +90,7 @@ def parse_feed(
     try:
         parsed = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
     except Exception as exc:  # feedparser itself trips over some broken encoding declarations
-        problem = _encoding_problem(head)
+        problem = _encoding_problem(raw_head)
         raise FeedParseError(
             feed_url, problem or f"the document cannot be parsed ({type(exc).__name__}: {exc})"
         ) from None
@@ -98,7 +101,7 @@ def parse_feed(
     raw_entries = list(parsed.get("entries") or [])
     feed = parsed.get("feed") or {}
     if not parsed.get("version") and not raw_entries:
-        bad_encoding = _encoding_problem(head)
+        bad_encoding = _encoding_problem(raw_head)
         if bad_encoding:
             raise FeedParseError(feed_url, f"{bad_encoding}; the publisher's encoding declaration is wrong")
         reason = warnings[0] if warnings else "no RSS, Atom or RDF root element"
@@ -149,15 +152,43 @@ def _encoding_problem(head: bytes) -> str | None:
     return None
 
 
-def _doctype(head: bytes) -> bytes:
-    start = head.find(b"<!DOCTYPE")
-    if start < 0:
-        start = head.lower().find(b"<!doctype")
-    if start < 0:
-        return b""
-    # An internal subset runs to "]>"; without one the DOCTYPE ends at the first ">".
-    end = head.find(b"]>", start)
-    return head[start : end if end >= 0 else len(head)]
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+    (b"<\x00?\x00", "utf-16-le"),
+    (b"\x00<\x00?", "utf-16-be"),
+)
+
+
+def _ascii_view(body: bytes) -> bytes:
+    """``body`` as UTF-8 for sniffing: a UTF-16 or UTF-32 document is transcoded, so that
+    the checks below cannot be dodged by sending the same markup in wide characters."""
+    for bom, encoding in _BOMS:
+        if body.startswith(bom):
+            start = len(bom) if bom[0] in (0xFF, 0xFE) or bom[:2] == b"\x00\x00" else 0
+            return body[start:].decode(encoding, "replace").encode("utf-8")
+    return body
+
+
+def _declares_entities(view: bytes) -> bool:
+    """Whether any DOCTYPE in the document has an internal subset declaring entities.
+
+    The whole document is searched, not just its start: a long comment must not be able
+    to push the DOCTYPE past a sniffing window.
+    """
+    pos = 0
+    while (start := _DOCTYPE.search(view, pos)) is not None:
+        begin = start.start()
+        bracket = view.find(b"[", begin)
+        close = view.find(b">", begin)
+        # Where the internal subset ends cannot be found reliably without parsing (a
+        # quoted "]" may come first), so any entity declaration after its start counts.
+        if bracket != -1 and (close == -1 or bracket < close) and _ENTITY_DECL.search(view, bracket):
+            return True
+        pos = begin + 9
+    return False
 
 
 def discover_feed(html: bytes, page_url: str) -> str | None:
