@@ -255,7 +255,7 @@ def _from_bus(settings: Settings, bus: Bus | None, since: datetime | None) -> li
         return list(read_history(bus, settings.bus.topics.raw_articles, since))
     from storywatch.bus import make_bus
 
-    opened = make_bus(settings.bus.model_copy(update={"path": settings.path(settings.bus.path)}))
+    opened = make_bus(settings.resolved_bus())
     try:
         return list(read_history(opened, settings.bus.topics.raw_articles, since))
     finally:

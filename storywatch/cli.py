@@ -110,14 +110,12 @@ def run_stages(settings: Settings, stages: tuple[str, ...], once: bool) -> None:
     from storywatch.runtime import run_services, stop_on_signals
     from storywatch.store import make_store
 
-    bus_settings = settings.bus.model_copy(update={"path": settings.path(settings.bus.path)})
-    store_settings = settings.store.model_copy(update={"path": settings.path(settings.store.path)})
     stop = threading.Event()
     metrics, health = Metrics(), Health()
     observer: Any = None
     with _unavailable_exits(), stop_on_signals(stop):
-        bus = make_bus(bus_settings)
-        store = make_store(store_settings)
+        bus = make_bus(settings.resolved_bus())
+        store = make_store(settings.resolved_store())
         try:
             if settings.http.enabled and not once:
                 observer = _observer(settings, store, metrics, health, dashboard=stages == STAGES)
@@ -188,7 +186,7 @@ def _store(settings: Settings) -> Iterator[Any]:
     from storywatch.store import make_store
 
     with _unavailable_exits():
-        store = make_store(settings.store.model_copy(update={"path": settings.path(settings.store.path)}))
+        store = make_store(settings.resolved_store())
         try:
             yield store
         finally:
@@ -262,7 +260,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
     settings = load(config_path)
     with _store(settings) as store, _unavailable_exits():
-        bus = make_bus(settings.bus.model_copy(update={"path": settings.path(settings.bus.path)}))
+        bus = make_bus(settings.resolved_bus())
         try:
             code = show_status(settings, store, bus, as_json, sys.stdout)
         finally:

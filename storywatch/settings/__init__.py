@@ -72,6 +72,19 @@ class Settings(Section):
         """Resolve a configured path against the config file's directory."""
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
+    def resolved_bus(self) -> BusSettings:
+        """The bus section with its file paths (log file, TLS files) resolved."""
+        paths = {"path": self.path(self.bus.path)}
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self.bus, key)
+            if value is not None:
+                paths[key] = self.path(value)
+        return self.bus.model_copy(update=paths)
+
+    def resolved_store(self) -> StoreSettings:
+        """The store section with its file path resolved."""
+        return self.store.model_copy(update={"path": self.path(self.store.path)})
+
     def redacted(self) -> dict[str, Any]:
         """The whole config as plain data with every secret masked, for printing."""
         return self.model_dump(mode="json")
@@ -146,7 +159,7 @@ def _apply_env(data: dict[str, Any], origin: dict[str, str], environ: dict[str, 
                 node[part] = child
             node = child
         node[parts[-1]] = value
-        origin.setdefault(parts[0], f"environment variable {name}")
+        origin[".".join(parts)] = f"environment variable {name}"
 
 
 def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | None = None) -> Settings:
@@ -154,10 +167,11 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
     ``config/storywatch.yaml``). Raises :class:`ConfigError` listing every problem."""
     cfg_path = Path(path) if path is not None else default_config_path()
     data, origin = _merge_includes(cfg_path)
-    _apply_env(data, origin, dict(os.environ if environ is None else environ))
+    env = dict(os.environ if environ is None else environ)
+    _apply_env(data, origin, env)
     data.setdefault("base_dir", str(cfg_path.resolve().parent))
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(data, context={"environ": env})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -165,7 +179,7 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
             # Tagged unions add the tag to the location; it is noise to a user.
             loc = [p for p in loc if p not in {"email", "slack", "webhook", "console", "file"} or p == loc[0]]
             key = ".".join(loc)
-            file = origin.get(loc[0], str(cfg_path)) if loc else str(cfg_path)
+            file = _origin_of(loc, origin, str(cfg_path))
             msg = err.get("msg", "invalid value").removeprefix("Value error, ")
             value = err.get("input")
             # Never echo the input of a secret field: it may be the secret itself.
@@ -173,6 +187,15 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
                 msg += f" (got {value!r})"
             problems.append((file, key, msg))
         raise ConfigError(problems) from None
+
+
+def _origin_of(loc: list[str], origin: dict[str, str], default: str) -> str:
+    """Where the value at ``loc`` came from: the longest matching override, else the section's file."""
+    for n in range(len(loc), 0, -1):
+        found = origin.get(".".join(loc[:n]))
+        if found:
+            return found
+    return default
 
 
 _SECRET_KEYS = {"password", "token", "webhook_url", "url", "signing_secret", "sasl_password"}

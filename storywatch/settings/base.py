@@ -27,7 +27,8 @@ class Secret(SecretStr):
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
         from pydantic_core import core_schema
 
-        def resolve(value: Any) -> Secret:
+        def resolve(value: Any, info: Any) -> Secret:
+            environ = (info.context or {}).get("environ", os.environ)
             if isinstance(value, Secret):
                 return value
             if isinstance(value, str):
@@ -39,16 +40,16 @@ class Secret(SecretStr):
                 raise ValueError("expected {env: VARIABLE_NAME} or {file: /path/to/secret}")
             if "env" in value:
                 name = str(value["env"])
-                if name not in os.environ:
+                if name not in environ:
                     raise ValueError(f"environment variable {name} is not set")
-                return cls(os.environ[name])
+                return cls(environ[name])
             path = Path(str(value["file"]))
             try:
                 return cls(path.read_text().strip())
             except OSError as exc:
                 raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
 
-        return core_schema.no_info_plain_validator_function(
+        return core_schema.with_info_plain_validator_function(
             resolve,
             serialization=core_schema.plain_serializer_function_ser_schema(lambda v: "**********"),
         )

@@ -69,7 +69,7 @@ def serve(
     from storywatch.store import make_store
     from storywatch.web.app import create_app
 
-    store = make_store(settings.store.model_copy(update={"path": settings.path(settings.store.path)}))
+    store = make_store(settings.resolved_store())
     try:
         server = WebServer(create_app(settings, store), host, port).start()
         log.info("serving dashboard", extra=kv(url=server.url))

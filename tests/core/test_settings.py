@@ -164,9 +164,8 @@ def test_secret_from_environment_is_masked_in_every_dump(
 ) -> None:
     template, _ = SECRET_FIELDS[case]
     path = write_files(tmp_path, {MAIN: template.format(value="{env: SW_TEST_SECRET}")})
-    # Secret references read the process environment, not load_settings(environ=...).
-    monkeypatch.setenv("SW_TEST_SECRET", SECRET)
-    settings = load_settings(path, environ={})
+    # Secret references read the same environment as the overrides (environ=...).
+    settings = load_settings(path, environ={"SW_TEST_SECRET": SECRET})
     assert _get_secret(settings, case) == SECRET
     for dump in (json.dumps(settings.redacted()), settings.model_dump_json(), repr(settings), str(settings)):
         assert SECRET not in dump
@@ -281,8 +280,8 @@ def test_literal_secret_from_environment_override_is_rejected_and_never_echoed(t
 
 
 def test_secret_reference_in_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SW_TEST_SASL", SECRET)
     path = write_files(tmp_path, {MAIN: "{}\n"})
-    settings = load_settings(path, environ={"STORYWATCH__BUS__SASL_PASSWORD": "{env: SW_TEST_SASL}"})
+    environ = {"STORYWATCH__BUS__SASL_PASSWORD": "{env: SW_TEST_SASL}", "SW_TEST_SASL": SECRET}
+    settings = load_settings(path, environ=environ)
     assert settings.bus.sasl_password is not None
     assert settings.bus.sasl_password.get_secret_value() == SECRET
