@@ -9,7 +9,7 @@ watched topics (:class:`enrich.topics.TopicMatcher`) and derives the story event
 After publishing an event it also updates the story's document in ``enrich.stories``
 (:func:`storywatch.views.story_documents`), the read model of the dashboard.
 
-Restart safety: every ``snapshot_every`` articles (and on drain and close) the service
+Restart safety: every ``snapshot_every`` articles (and when idle, on drain and on close) the service
 flushes its events, then writes ONE store document holding the clusterer and event state
 *and the offsets it covers*, and only then commits the bus offsets. After a crash the
 bus may redeliver records the snapshot already covers (crash between the snapshot and
@@ -142,7 +142,9 @@ class EnrichService:
         if records and len(records) < batch and self.cfg.embed.batch_ms:
             records += consumer.poll(batch - len(records), self.cfg.embed.batch_ms / 1000.0)
         handled = self._handle(records) if records else 0
-        if self._pending >= self.cfg.snapshot_every:
+        # Snapshot every snapshot_every articles, and whenever the stream goes quiet, so a
+        # slow feed day does not leave hours of articles to redo after a restart.
+        if self._pending >= self.cfg.snapshot_every or (not records and self._pending):
             self.checkpoint()
         return handled
 

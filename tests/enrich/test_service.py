@@ -270,3 +270,16 @@ def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, em
     events = r.events()
     assert _event_ids(events) == expected_events
     r.close()
+
+
+def test_a_quiet_stream_is_snapshotted_and_committed(run: Run) -> None:
+    run.publish(stream()[:3])
+    svc = run.service()
+    while svc.processed < 3:
+        svc.step(0.0)
+    assert run.store.get(run.settings.enrich.state_namespace, STATE_KEY) is None  # 3 < snapshot_every
+    assert svc.step(0.0) == 0
+    doc = run.store.get(run.settings.enrich.state_namespace, STATE_KEY)
+    assert doc is not None and list(doc["offsets"].values()) == [3]
+    assert EmbeddedConsumer(run.bus, run.settings.enrich.group, [run.topics.raw_articles]).lag() == 0
+    svc.close()
