@@ -45,13 +45,14 @@ class ClusterConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     similarity_z: float = Field(2.5, ge=0, le=10)
-    """A candidate's cosine must be at least ``median - similarity_z * spread`` of the cosines
-    at which articles joined stories so far in this stream (see :mod:`enrich.calibrate`)."""
+    """A candidate's cosine must be at least ``mean - similarity_z * sd`` of the cosines at which
+    articles joined that story so far (its cohesion), shrunk towards the prior for young stories."""
     overlap_z: float = Field(1.5, ge=0, le=10)
     """Likewise for the IDF-weighted term overlap, unless the cosine alone is strong..."""
-    combined_z: float | None = None
+    combined_z: float | None = Field(None, ge=0, le=20)
+    """If set, replaces the two gates above by one: join when ``z(cosine) + z(overlap) >= -combined_z``."""
     strong_z: float = Field(1.0, ge=-10, le=10)
-    """...that is, at least ``median + strong_z * spread``."""
+    """...that is, at least ``mean + strong_z * sd`` of the story's join cosines."""
     min_similarity: float = Field(0.25, ge=-1, le=1)
     """Absolute floor: below this cosine an article never joins, whatever the statistics say."""
     prior_similarity: float = Field(0.72, ge=-1, le=1)
@@ -89,7 +90,7 @@ class ClusterConfig(BaseModel):
     dormant_after_hours: float = Field(72.0, gt=0)
     """A story without articles for this long is dormant..."""
     dormant_z: float = Field(0.0, ge=-10, le=10)
-    """...and takes only articles at least ``median + dormant_z * spread`` close, with shared terms."""
+    """...and takes only articles at least ``mean + dormant_z * sd`` close (story cohesion), with shared terms."""
     evict_after_hours: float = Field(14 * 24.0, gt=0)
     """A story without articles for this long is forgotten (state and index)."""
     max_stories: int = Field(50_000, ge=10)

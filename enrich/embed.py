@@ -77,7 +77,7 @@ class SentenceTransformerEmbedder:
             torch.set_num_threads(self.config.threads)
         path = self.config.model or default_model_path()
         self.model = self._load(path)
-        dim = self.model.get_sentence_embedding_dimension()
+        dim = self.model.get_embedding_dimension()
         if dim is None:
             dim = int(self.model.encode(["x"]).shape[1])
         self._dim = int(dim)

@@ -12,7 +12,7 @@ from enrich.features import DocumentFrequency, extract_terms, overlap
     ("text", "entities", "plain"),
     [
         ("Quake hits Chile. Officials in Santiago count 300 dead", {"chile", "santiago", "300"}, {"quake", "count"}),
-        ("The actress Tara Reid checked into Promises, her rep said", {"tara", "reid", "tara reid", "promises"}, {"rep"}),
+        ("The actress Tara Reid checked into Promises, her rep said", {"tara reid", "promises"}, {"rep"}),
         ("Tara Reid Finally Checks Into Rehab For Undisclosed Reasons", set(), {"tara", "reid", "rehab"}),
         ("iOS 7.1 is here, 3 fixes", {"7.1"}, {"ios"}),
         ("", set(), set()),
