@@ -21,6 +21,7 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
+from alerts.deliveries import NS as DELIVERIES_NS
 from alerts.deliveries import DeliveryLog, new_delivery
 from alerts.model import Planned
 from alerts.notifiers import Notifier, NotifierContext, Outbound, make_notifier
@@ -31,6 +32,7 @@ from storywatch.bus import Bus, Consumer, Producer, Record
 from storywatch.clock import Clock
 from storywatch.errors import DeliveryError, SchemaError, StorywatchError
 from storywatch.logs import kv
+from storywatch.observe import Metrics
 from storywatch.schema import Alert, DeadLetter, FeedHealth, StoryEvent, decode
 from storywatch.settings import Settings
 from storywatch.store import Doc, Store
@@ -73,8 +75,10 @@ class AlertsService:
         *,
         stdout: TextIO | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ):
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.cfg = settings.alerts
         self.bus = bus
         self.store = store
@@ -257,6 +261,7 @@ class AlertsService:
             if not (tried and blocked):
                 break
         self.publish_outbox()
+        self.metrics.alerts_held.set(self.store.count(DELIVERIES_NS, tag="held"))
         release = self.deliveries.next_release()
         if release is not None:
             soonest = _earliest(soonest, release)
@@ -313,12 +318,14 @@ class AlertsService:
         except DeliveryError as exc:
             after = self.deliveries.mark_failed(doc, exc, self.clock.now())
             state = after["state"] if after else "unknown"
+            self.metrics.alerts.labels(channel=channel, state=state).inc()
             log.warning("delivery failed", extra=kv(**fields, state=state, error=str(exc)))
             return datetime.fromisoformat(after["next_at"]) if after and state == "failed" else None
         except Exception as exc:
             err = DeliveryError(channel, f"unexpected {type(exc).__name__}: {exc}")
             log.exception("delivery failed unexpectedly", extra=kv(**fields))
             after = self.deliveries.mark_failed(doc, err, self.clock.now())
+            self.metrics.alerts.labels(channel=channel, state=after["state"] if after else "unknown").inc()
             return datetime.fromisoformat(after["next_at"]) if after and after["state"] == "failed" else None
         # The outbox entry commits with the ``sent`` state, so no delivered alert misses
         # the alerts topic even if publishing fails or the process dies right after.
@@ -328,8 +335,18 @@ class AlertsService:
                 if self.store.get(NS_PUBLISHED, a["key"]) is None:
                     self.store.insert(NS_OUTBOX, a["key"], a)
         self.limiter.note(channel, self.clock.monotonic())
+        self._count_sent(channel, doc)
         log.info("alert sent", extra=kv(**fields, uncertain=doc.get("uncertain", False)))
         return None
+
+    def _count_sent(self, channel: str, doc: Doc) -> None:
+        self.metrics.alerts.labels(channel=channel, state="sent").inc()
+        now = self.clock.now()
+        for a in doc.get("items") or [doc["alert"]]:
+            first = a.get("first_seen")
+            if first and not a.get("follow_up"):
+                age = (now - datetime.fromisoformat(first)).total_seconds()
+                self.metrics.latency.labels(hop="published_to_alerted").observe(max(0.0, age))
 
     def _outbound(self, doc: Doc) -> Outbound:
         parent_result = None

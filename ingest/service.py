@@ -33,7 +33,8 @@ from storywatch.bus import Bus
 from storywatch.clock import Clock
 from storywatch.errors import BusError
 from storywatch.logs import kv
-from storywatch.schema import FeedHealth
+from storywatch.observe import Metrics
+from storywatch.schema import Article, FeedHealth
 from storywatch.settings import Settings
 from storywatch.store import Store
 
@@ -100,8 +101,10 @@ class IngestService:
         rng: random.Random | None = None,
         fetcher: Fetcher | None = None,
         langs: LanguageDetector | None = None,
+        metrics: Metrics | None = None,
     ):
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.cfg = settings.ingest
         self.topics = settings.bus.topics
         self.store = store
@@ -254,12 +257,29 @@ class IngestService:
             with self.store.transaction():
                 self.seen.commit(decisions)
                 self._save_states(new_states)
+            self._count(polled, decisions.publish, len(items))
         n = len(decisions.publish)
         if n:
             with self._cond:
                 self._unreported += n
                 self._cond.notify_all()
         return n
+
+    def _count(self, polled: list[tuple[FeedState, PollOutcome]], published: list[Article], items: int) -> None:
+        m = self.metrics
+        for _, out in polled:
+            feed = out.spec.name or out.spec.key
+            if out.error is not None:
+                m.polls.labels(feed=feed, outcome="error").inc()
+                m.poll_errors.labels(feed=feed, error=type(out.error).__name__).inc()
+            else:
+                m.polls.labels(feed=feed, outcome="not_modified" if out.status == 304 else "ok").inc()
+        m.articles_in.inc(len(published))
+        m.articles_deduped.inc(max(0, items - len(published)))
+        for art in published:
+            m.latency.labels(hop="published_to_fetched").observe(
+                max(0.0, (art.fetched_at - art.published).total_seconds())
+            )
 
     def _transition(self, state: FeedState, out: PollOutcome) -> Transition:
         spec = out.spec

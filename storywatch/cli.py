@@ -82,14 +82,14 @@ def _make_service(stage: str, settings: Settings, bus: Any, store: Any, clock: A
     if stage == "ingest":
         from ingest.service import IngestService
 
-        return IngestService(settings, bus, store, clock)
+        return IngestService(settings, bus, store, clock, metrics=metrics)
     if stage == "enrich":
         from enrich.service import EnrichService
 
         return EnrichService(settings, bus, store, clock)
     from alerts.service import AlertsService
 
-    return AlertsService(settings, bus, store, clock)
+    return AlertsService(settings, bus, store, clock, metrics=metrics)
 
 
 @contextmanager
