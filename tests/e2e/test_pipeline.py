@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,10 +144,15 @@ def _pipeline(tmp: Path, feed_base: str, bus: dict[str, object]) -> None:
         finally:
             _stop(procs, tmp)
         assert [p.returncode for p in procs] == [0, 0, 0], _logs(tmp)
-        emails = _missile_emails(smtp)
-        assert len(emails) == 1, emails
-        slack_missile = [m for m in slack.messages if "North Korea" in m.text]
-        assert len(slack_missile) == 1, [m.text for m in slack.messages]
+        email_keys = [str(m.message["X-Storywatch-Key"]) for m in smtp.messages]
+        slack_keys = [k for m in slack.messages for k in re.findall(r"storywatch `([^`]+)`", json.dumps(m.blocks))]
+        assert len(slack_keys) == len(slack.messages), "every Slack message carries its idempotency key"
+        for keys in (email_keys, slack_keys):
+            assert len(keys) == len(set(keys)), f"an alert was delivered twice: {keys}"
+            # One first alert for the launch: all its reports formed one story, alerted once
+            # (follow-ups on material change may come after it, in the same thread).
+            firsts = [k for k in keys if "missile launches" in k and not k.startswith("follow_up")]
+            assert len(firsts) == 1, keys
         msg = next(m.message for m in smtp.messages if "north korea" in str(m.message["Subject"]).lower())
         assert msg["Message-ID"], "each alert carries a stable Message-ID"
         assert msg.get_body(preferencelist=("html",)) is not None, "multipart text and HTML"
