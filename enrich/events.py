@@ -385,6 +385,7 @@ def _score_to(s: TopicScore) -> dict[str, Any]:
         "keywords": list(s.keywords),
         "gate": s.gate,
         "topic": s.topic,
+        "allowance": s.allowance,
     }
 
 
@@ -399,4 +400,5 @@ def _score_from(d: dict[str, Any]) -> TopicScore:
         counter_similarity=d["counter_similarity"],
         keywords=tuple(d["keywords"]),
         gate=d["gate"],
+        allowance=d.get("allowance", 0.0),
     )

@@ -24,13 +24,20 @@ class TopicMatchSettings(Section):
     """How an article's text is scored against a watched topic (see :mod:`enrich.topics`).
 
     The score is the cosine similarity to the centroid of the topic's name, description
-    and examples (or to the closest of them, less ``anchor_slack``), lowered when the
+    and examples (or to the closest of them, less ``anchor_slack``), raised for broad
+    topics whose anchors disagree (``coherence_*``), lowered when the
     article is about as close (within ``counter_margin``) or closer to a counter-example
     than to the closest anchor; keyword gates subtract ``gate_penalty``.
     """
 
     anchor_slack: float = Field(0.15, ge=0, le=2)
     """An article this much closer to one anchor than the threshold matches on it alone."""
+    coherence_ref: float = Field(0.55, ge=-1, le=1)
+    """Topics whose anchors agree less than this (leave-one-out similarity) count as broad..."""
+    coherence_weight: float = Field(1.5, ge=0, le=5)
+    """...and their scores rise by this times the shortfall (the breadth allowance)..."""
+    max_allowance: float = Field(0.3, ge=0, le=1)
+    """...at most this much."""
 
     counter_margin: float = Field(0.05, ge=0, le=1)
     """A counter-example within this much of the best positive similarity starts to penalise."""

@@ -216,3 +216,21 @@ def test_phrase_keywords_span_any_whitespace() -> None:
     assert keyword_pattern("North Korea").search("in north\n  KOREA today")
     assert keyword_pattern("U.S.").search("the U.S. said")
     assert not keyword_pattern("U.S.").search("the UxSx said")
+
+
+BROAD = WatchedTopic(
+    name="business and economy",
+    description="Companies, markets, the economy, central banks, earnings and trade.",
+    examples=["Shares fall as investors worry about interest rates", "Company reports higher quarterly profit"],
+)
+
+
+def test_broad_topics_get_an_allowance_and_still_match(embedder: Embedder) -> None:
+    m = TopicMatcher([BROAD, TOPICS[0]], embedder, default_threshold=THRESHOLD)
+    on, off = m.score_texts(
+        ["Carmaker's profit beats forecasts as sales rise in China", "Actress files for divorce from rock star"]
+    )
+    broad, narrow = on
+    assert broad.allowance > 0.05 and narrow.allowance == 0.0
+    assert broad.matched and "broad topic" in broad.explanation()
+    assert not off[0].matched
