@@ -107,11 +107,12 @@ class StoryEvents:
         best = best_scores(scores, {k: _score_from(v) for k, v in ledger["topics"].items()})
         ledger["topics"] = {k: _score_to(v) for k, v in best.items()}
         matched_now = {k for k, s in best.items() if s.matched and k in self.topics}
-        for name in sorted(matched_now - set(ledger["matched"])):
+        new_matches = sorted(matched_now - set(ledger["matched"]))
+        for name in new_matches:
             ledger["matched"].append(name)
             kinds.append(("matched", {"topic": name}))
 
-        changes = [] if kinds and kinds[0][0] == "created" else self._changes(ledger, story)
+        changes = [] if kinds and kinds[0][0] == "created" else self._changes(ledger, story, new_matches)
         if changes:
             kinds.append(("updated", {"changes": changes}))
         if self._emerging(ledger, story):
@@ -123,11 +124,11 @@ class StoryEvents:
             return []
         return self._publish(sid, ledger, story, article, kinds)
 
-    def _changes(self, ledger: dict[str, Any], story: StoryState) -> list[str]:
+    def _changes(self, ledger: dict[str, Any], story: StoryState, new_matches: list[str]) -> list[str]:
         cfg, pub = self.cfg, ledger["published"]
         changes = []
         independent = len(ledger["independent"])
-        new_ready = self._newly_ready(ledger, story)
+        new_ready = self._newly_ready(ledger, story, new_matches)
         if independent - pub["independent"] >= cfg.source_step or "sources" in new_ready:
             changes.append("new_sources")
         if "articles" in new_ready:
@@ -140,8 +141,11 @@ class StoryEvents:
             changes.append("new_entities")
         return changes
 
-    def _newly_ready(self, ledger: dict[str, Any], story: StoryState) -> set[str]:
-        """Which thresholds (sources, articles) a matched topic crossed since the last revision."""
+    def _newly_ready(self, ledger: dict[str, Any], story: StoryState, new_matches: list[str]) -> set[str]:
+        """Which thresholds (sources, articles) a matched topic crossed since the last revision.
+
+        A topic matched by this very article is ready silently: its ``matched`` event says it.
+        """
         out = set()
         for name in ledger["matched"]:
             topic = self.topics.get(name)
@@ -149,6 +153,8 @@ class StoryEvents:
                 continue
             if story.source_count >= topic.min_sources and story.article_count >= topic.min_articles:
                 ledger["ready"].append(name)
+                if name in new_matches:
+                    continue
                 if topic.min_sources > 1:
                     out.add("sources")
                 if topic.min_articles > 1:

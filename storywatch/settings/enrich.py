@@ -62,8 +62,10 @@ class EventSettings(Section):
     """``new_entities`` when at least this many key entities appeared since the last revision."""
     top_articles: int = Field(5, ge=1, le=50)
     """Articles carried in each story snapshot (distinct sources first)."""
-    story_ttl_s: float = Field(14 * 24 * 3600.0, gt=0)
-    """Forget the event state of stories without an article for this long."""
+    story_ttl_s: float = Field(21 * 24 * 3600.0, gt=0)
+    """Forget the event state of stories without an article for this long; keep it above
+    ``enrich.cluster.evict_after_hours``, or a story the clusterer still knows would start
+    its revisions again."""
     emerging_factor: float = Field(3.0, gt=1)
     """``emerging`` when velocity and independent sources reach this multiple of the baseline..."""
     emerging_min_sources: int = Field(3, ge=1)

@@ -203,3 +203,12 @@ def test_state_round_trips_through_json_and_gives_the_same_events() -> None:
 def test_unknown_state_version_is_refused() -> None:
     with pytest.raises(ValueError, match="version"):
         StoryEvents(EventSettings(), TOPICS).load_state({"version": 99})
+
+
+def test_a_match_on_an_already_large_story_is_one_event() -> None:
+    ev = StoryEvents(EventSettings(source_step=5), TOPICS)
+    feed(ev, [(assignment(state(), 1, created=True), info(1, "a"), [])])
+    out = ev.on_assignment(
+        assignment(state(article_count=3, source_count=3), 2), info(2, "b"), [score("missiles", 0.9)]
+    )
+    assert kinds(out) == ["matched"]
