@@ -1,0 +1,1 @@
+"""The enrich stage: embed articles, cluster them into stories, match watched topics."""
