@@ -76,9 +76,15 @@ WHERE = [
 
 
 def headline(n: int) -> tuple[str, str]:
-    """A distinct missile-launch headline and lead for item ``n``."""
+    """A distinct missile-launch headline and lead for item ``n``.
+
+    Each item gets its own (country, missile, place) combination: two bulletins that
+    differ only in their numbers would be near-duplicates, one story, one alert.
+    """
+    combos = [(c, m, w) for c in COUNTRIES for m in MISSILES for w in WHERE]
+    random.Random(5).shuffle(combos)
+    country, missile, where = combos[n % len(combos)]
     rng = random.Random(n)
-    country, missile, where = rng.choice(COUNTRIES), rng.choice(MISSILES), rng.choice(WHERE)
     title = f"{country} fires {missile} {where}, bulletin {n}"
     lead = (
         f"Defence officials said {country} launched {missile} {where} early on day {n % 28 + 1}; "
@@ -342,7 +348,7 @@ def measure(args: argparse.Namespace, deploy_name: str) -> Result:
             time.sleep(0.1)
         print(f"[{deploy_name}] warm after {time.monotonic() - t_warm:.1f} s ({n} warm-up items)", flush=True)
         time.sleep(args.interval + 3)  # let the warm-up items' alerts settle
-        first = n + 1000  # measured items are numbered apart from the warm-up ones
+        first = n  # numbering goes on: every item, warm-up or measured, has its own combination
         measured = list(range(first, first + args.items))
         rng = random.Random(11)
         for i in measured:
@@ -358,7 +364,8 @@ def measure(args: argparse.Namespace, deploy_name: str) -> Result:
                 "every alert",
             )
         except RuntimeError as exc:
-            print(f"[{deploy_name}] {exc}", flush=True)
+            late = [i for i in measured if not all(arrivals.have(ch, i) for ch in ("email", "slack"))]
+            print(f"[{deploy_name}] {exc}; no alert yet for: {[headline(i)[0] for i in late[:5]]}", flush=True)
         time.sleep(1.0)
         requests = sorted(r.at for r in server.requests if r.path == FEED_PATH)
         deploy.stop()
