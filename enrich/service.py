@@ -25,6 +25,7 @@ the group at a time.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,7 @@ STATE_KEY = "state"
 SNAPSHOT_VERSION = 1
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
+_JOIN_WAIT_S = 30.0
 
 AssignHook = Callable[[str, str], None]
 """Called with ``(article_id, story_id)`` after each assignment (replay records them)."""
@@ -151,12 +153,24 @@ class EnrichService:
     def drain(self) -> int:
         consumer, _ = self._io()
         handled = 0
-        while records := consumer.poll(self._embed_cfg.batch_size, 0.0):
+        while records := self._poll_now(consumer):
             handled += self._handle(records)
             if self._pending >= self.cfg.snapshot_every:
                 self.checkpoint()
         self.checkpoint()
         return handled
+
+    def _poll_now(self, consumer: Consumer) -> list[Record]:
+        """What is available now; a Kafka consumer still joining its group is given time to join.
+
+        Without the wait, ``--once`` against Kafka would find nothing on its first poll.
+        """
+        records = consumer.poll(self._embed_cfg.batch_size, 0.0)
+        assignment = getattr(consumer, "assignment", None)
+        deadline = time.monotonic() + _JOIN_WAIT_S
+        while not records and callable(assignment) and not assignment() and time.monotonic() < deadline:
+            records = consumer.poll(self._embed_cfg.batch_size, 0.5)
+        return records
 
     def close(self) -> None:
         try:
