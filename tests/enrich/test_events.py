@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enrich.cluster import Assignment
 from enrich.events import ArticleInfo, StoryEvents
@@ -212,3 +214,52 @@ def test_a_match_on_an_already_large_story_is_one_event() -> None:
         assignment(state(article_count=3, source_count=3), 2), info(2, "b"), [score("missiles", 0.9)]
     )
     assert kinds(out) == ["matched"]
+
+
+ENTITIES = ["pyongyang", "tokyo", "seoul", "un", "kim", "japan", "korea"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 6),
+            st.booleans(),
+            st.floats(0, 8, allow_nan=False),
+            st.lists(st.sampled_from(ENTITIES), max_size=4, unique=True),
+            st.floats(0, 1, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_revisions_rise_by_one_and_only_on_material_change(
+    steps: list[tuple[int, bool, float, list[str], float]],
+) -> None:
+    cfg = EventSettings()
+    ev = StoryEvents(cfg, TOPICS)
+    sources: set[str] = set()
+    revision = 0
+    counts: dict[str, int] = {}
+    source_updates = 0
+    for i, (src, dup, velocity, entities, value) in enumerate(steps):
+        sources.add(f"s{src}")
+        s = state(article_count=i + 1, source_count=len(sources), velocity=velocity, entities=tuple(entities))
+        out = ev.on_assignment(
+            assignment(s, i, created=i == 0, dup=dup and i > 0), info(i, f"s{src}"), [score("missiles", value)]
+        )
+        if i == 0:
+            assert kinds(out)[0] == "created"
+        if out:
+            assert {e.revision for e in out} == {revision + 1}
+            revision += 1
+        for e in out:
+            counts[e.type] = counts.get(e.type, 0) + 1
+            if e.type == "updated":
+                assert e.changes and set(e.changes) <= {"new_sources", "new_articles", "velocity_jump", "new_entities"}
+                source_updates += "new_sources" in e.changes
+    assert counts.get("created") == 1
+    assert counts.get("matched", 0) <= 1
+    assert counts.get("emerging", 0) <= 1
+    # Source follow-ups come per source_step new sources (plus once per topic reaching min_sources).
+    assert source_updates <= len(sources) // cfg.source_step + len(TOPICS)
