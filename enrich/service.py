@@ -24,6 +24,7 @@ the group at a time.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -50,7 +51,7 @@ from storywatch.views import NS_STORIES, story_documents
 log = logging.getLogger("storywatch.enrich")
 
 STATE_KEY = "state"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
 _JOIN_WAIT_S = 30.0
@@ -207,7 +208,7 @@ class EnrichService:
             doc = {
                 "version": SNAPSHOT_VERSION,
                 "offsets": self._covered,
-                "clusterer": self._clusterer.to_state() if self._clusterer else self._clusterer_state,
+                "clusterer": pack_floats(self._clusterer.to_state()) if self._clusterer else self._clusterer_state,
                 "events": self.events.to_state(),
                 "articles": self.processed,
                 "saved_at": self.clock.now().isoformat(),
@@ -240,7 +241,8 @@ class EnrichService:
             )
         if self._clusterer is None:
             if self._clusterer_state is not None:
-                self._clusterer = StoryClusterer.from_state(self._clusterer_state, self._cluster_cfg, self.clock)
+                state = unpack_floats(self._clusterer_state)
+                self._clusterer = StoryClusterer.from_state(state, self._cluster_cfg, self.clock)
                 self._clusterer_state = None
             else:
                 self._clusterer = StoryClusterer(self._embedder.dim, self._cluster_cfg, self.clock)
@@ -350,3 +352,37 @@ class EnrichService:
 
 def _pos(rec: Record) -> str:
     return f"{rec.topic}:{rec.partition}"
+
+
+_PACK_MIN = 16
+
+
+def pack_floats(obj: Any) -> Any:
+    """``obj`` with every long list of floats replaced by base64 of its float32 (or, when
+    float32 would lose bits, float64) bytes: lossless, and about a quarter of the size and
+    a tenth of the time of JSON float text for a snapshot of thousands of story vectors.
+    """
+    if isinstance(obj, dict):
+        return {k: pack_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        if len(obj) >= _PACK_MIN and all(type(x) is float for x in obj):
+            a = np.asarray(obj, dtype=np.float64)
+            with np.errstate(over="ignore"):
+                a32 = a.astype(np.float32)
+            if np.array_equal(a32.astype(np.float64), a, equal_nan=True):
+                return {"__f32__": base64.b64encode(a32.tobytes()).decode("ascii")}
+            return {"__f64__": base64.b64encode(a.tobytes()).decode("ascii")}
+        return [pack_floats(v) for v in obj]
+    return obj
+
+
+def unpack_floats(obj: Any) -> Any:
+    """The inverse of :func:`pack_floats`."""
+    if isinstance(obj, dict):
+        if len(obj) == 1 and ("__f32__" in obj or "__f64__" in obj):
+            key, dtype = ("__f32__", np.float32) if "__f32__" in obj else ("__f64__", np.float64)
+            return np.frombuffer(base64.b64decode(obj[key]), dtype=dtype).astype(np.float64).tolist()
+        return {k: unpack_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unpack_floats(v) for v in obj]
+    return obj

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -9,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from enrich.embed import Embedder
-from enrich.service import STATE_KEY, EnrichService
+from enrich.service import STATE_KEY, EnrichService, pack_floats, unpack_floats
 from storywatch.bus import make_bus
 from storywatch.bus.embedded import EmbeddedBus, EmbeddedConsumer
 from storywatch.clock import FakeClock
@@ -337,3 +340,19 @@ def test_enrich_over_kafka_with_partitions_and_a_restart(
     finally:
         bus.close()
         store.close()
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.floats(width=64),
+        lambda inner: st.lists(inner, max_size=20)
+        | st.lists(st.floats(width=32), min_size=16, max_size=40)
+        | st.lists(st.floats(), min_size=16, max_size=40)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=5),
+        max_leaves=60,
+    )
+)
+def test_snapshot_float_packing_is_lossless(value: Any) -> None:
+    packed = json.loads(json.dumps(pack_floats(value)))
+    back = unpack_floats(packed)
+    assert json.dumps(back) == json.dumps(value)
