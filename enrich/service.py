@@ -9,9 +9,9 @@ watched topics (:class:`enrich.topics.TopicMatcher`) and derives the story event
 After publishing an event it also updates the story's document in ``enrich.stories``
 (:func:`storywatch.views.story_documents`), the read model of the dashboard.
 
-Restart safety: every ``snapshot_every`` articles (and when idle, on drain and on close) the service
-flushes its events, then writes ONE store document holding the clusterer and event state
-*and the offsets it covers*, and only then commits the bus offsets. After a crash the
+Restart safety: every ``snapshot_every`` articles (and when idle, on drain and on close)
+the service flushes its events, then writes ONE store document holding the clusterer and
+event state *and the offsets it covers*, and only then commits the bus offsets. After a crash the
 bus may redeliver records the snapshot already covers (crash between the snapshot and
 the commit): they are skipped by offset. Records after the snapshot are processed again
 from the snapshot's state, and since assignment is deterministic they get the same
@@ -61,7 +61,7 @@ AssignHook = Callable[[str, str], None]
 
 
 def embed_config(settings: Settings) -> EmbedConfig:
-    """The clustering engineer's :class:`EmbedConfig` from ``enrich.embed`` settings."""
+    """The embedder's :class:`EmbedConfig` from the ``enrich.embed`` settings."""
     e = settings.enrich.embed
     return EmbedConfig.model_validate(
         {
@@ -192,7 +192,7 @@ class EnrichService:
         self._loaded = True
         if not doc:
             return
-        if doc.get("version") != SNAPSHOT_VERSION:
+        if doc.get("version") not in (1, SNAPSHOT_VERSION):  # 1: the same, floats as JSON lists
             raise StoreError(f"enrich snapshot has unsupported version {doc.get('version')!r}")
         self._covered = {str(k): int(v) for k, v in doc["offsets"].items()}
         self._clusterer_state = doc["clusterer"]
