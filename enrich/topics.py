@@ -121,8 +121,9 @@ class _Compiled:
 class TopicMatcher:
     """Scores texts against watched topics; build once, the anchors are embedded here.
 
-    >>> matcher = TopicMatcher(settings.topics, embedder, default_threshold=0.43)
-    >>> [s for s in matcher.score_texts(["N. Korea fires missile"])[0] if s.matched]
+    >>> matcher = TopicMatcher(settings.topics, embedder, default_threshold=0.43)  # doctest: +SKIP
+    >>> [s.topic for s in matcher.score_texts(["N. Korea fires missile"])[0] if s.matched]  # doctest: +SKIP
+    ['missile launches']
     """
 
     def __init__(
