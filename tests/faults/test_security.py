@@ -1,0 +1,89 @@
+"""File-permission warnings for config, secrets files and state (storywatch.security)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from storywatch.security import check_permissions, secret_files, sensitive_paths
+from storywatch.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [(0o600, False), (0o640, False), (0o644, True), (0o660, True), (0o604, True), (0o400, False)],
+    ids=["owner-only", "group-read", "world-read", "group-write", "other-read-only", "read-only-owner"],
+)
+def test_check_permissions_by_mode(tmp_path: Path, mode: int, warned: bool) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text("x: 1")
+    f.chmod(mode)
+    warnings = check_permissions([f])
+    assert bool(warnings) == warned
+    if warned:
+        assert str(f) in warnings[0] and f"{mode:04o}" in warnings[0]
+
+
+def test_missing_paths_are_skipped(tmp_path: Path) -> None:
+    assert check_permissions([tmp_path / "nope.db"]) == []
+
+
+def _setup(tmp_path: Path) -> Path:
+    secret = tmp_path / "smtp-password"
+    secret.write_text("hunter2")
+    cfg = {
+        "bus": {"path": str(tmp_path / "bus.db")},
+        "store": {"path": str(tmp_path / "state.db")},
+        "alerts": {
+            "channels": {
+                "mail": {
+                    "kind": "email", "host": "127.0.0.1", "port": 25, "security": "none",
+                    "from_addr": "a@example.org", "to": ["b@example.org"],
+                    "username": "u", "password": {"file": str(secret)},
+                }
+            },
+        },
+    }
+    path = tmp_path / "storywatch.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    for p in (path, secret):
+        p.chmod(0o600)
+    (tmp_path / "bus.db").write_bytes(b"")
+    (tmp_path / "bus.db").chmod(0o600)
+    return path
+
+
+def test_sensitive_paths_cover_config_secret_files_and_state(tmp_path: Path) -> None:
+    cfg = _setup(tmp_path)
+    paths = sensitive_paths(cfg, load_settings(cfg))
+    assert secret_files(cfg) == [tmp_path / "smtp-password"]
+    for want in (cfg, tmp_path / "smtp-password", tmp_path / "bus.db", tmp_path / "state.db"):
+        assert want in paths
+    assert check_permissions(paths) == []
+    (tmp_path / "smtp-password").chmod(0o644)
+    (tmp_path / "bus.db").chmod(0o660)
+    warned = check_permissions(paths)
+    assert len(warned) == 2
+    assert "smtp-password" in warned[0] and "bus.db" in warned[1]
+    assert "hunter2" not in "".join(warned)
+
+
+def test_cli_logs_a_warning_per_insecure_path(tmp_path: Path) -> None:
+    cfg = _setup(tmp_path)
+    (tmp_path / "smtp-password").chmod(0o644)
+    out = subprocess.run(
+        [sys.executable, "-m", "storywatch", "alerts", "list", "--config", str(cfg)],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "STORYWATCH__LOG__FORMAT": "json"},
+        timeout=60,
+    )
+    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if "insecure file permissions" in ln]
+    assert len(lines) == 1, out.stdout + out.stderr
+    assert "smtp-password" in lines[0] and "0644" in lines[0]
+    assert "hunter2" not in out.stdout + out.stderr
