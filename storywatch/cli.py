@@ -62,6 +62,11 @@ def load(config_path: Path | None) -> Settings:
         click.echo(f"storywatch: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     configure(settings.log.level, settings.log.format, secrets=list(_secrets(settings)))
+    from storywatch.security import permission_problems, sensitive_paths
+    from storywatch.settings import default_config_path
+
+    for problem in permission_problems(sensitive_paths(config_path or default_config_path(), settings)):
+        log.warning("insecure file permissions", extra=kv(path=str(problem.path), mode=f"{problem.mode:04o}"))
     return settings
 
 
