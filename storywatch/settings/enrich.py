@@ -32,9 +32,9 @@ class TopicMatchSettings(Section):
 
     anchor_slack: float = Field(0.15, ge=0, le=2)
     """An article this much closer to one anchor than the threshold matches on it alone."""
-    coherence_ref: float = Field(0.55, ge=-1, le=1)
+    coherence_ref: float = Field(0.5, ge=-1, le=1)
     """Topics whose anchors agree less than this (leave-one-out similarity) count as broad..."""
-    coherence_weight: float = Field(1.5, ge=0, le=5)
+    coherence_weight: float = Field(2.0, ge=0, le=5)
     """...and their scores rise by this times the shortfall (the breadth allowance)..."""
     max_allowance: float = Field(0.3, ge=0, le=1)
     """...at most this much."""
@@ -82,8 +82,10 @@ class EnrichSettings(Section):
     embed: EmbedSettings = EmbedSettings.model_validate({})
     cluster: dict[str, Any] = Field(default_factory=dict)
     topic_threshold: float = Field(0.43, ge=-1, le=1)
-    """Default score a story needs to match a watched topic (cosine scale). 0.43 gave the best
-    F1 on three hand-labelled sets of 20 topics for all-MiniLM-L6-v2 (0.40-0.44 per set)."""
+    """Default score a story needs to match a watched topic (cosine scale). With
+    all-MiniLM-L6-v2, 0.43 gave F1 0.89 on 10 topics over the 982 full-text ECB+ articles,
+    0.83 on 20 hand-written topics over 187 headlines with leads, and 0.54 on four broad
+    news categories over 534 UCI headlines."""
     snapshot_every: int = Field(200, ge=1)
     """Snapshot the enrich state (and commit the bus offsets) after this many articles."""
     group: str = Field("storywatch-enrich", min_length=1)
