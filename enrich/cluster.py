@@ -5,10 +5,12 @@ Each article is assigned, as it arrives, to an existing story or starts a new on
 1. The nearest stories by centroid come from an HNSW index (hnswlib), so the cost per
    article stays flat as stories pile up; the few candidates are then scored exactly.
 2. Embeddings alone cannot tell two events of the same kind apart (two earthquakes),
-   and their scale depends on text length (headlines score lower than full text). So a
-   candidate wins outright only when its similarity is *strong*; a merely *plausible*
-   one must also share rare terms and entities with the story, weighted by an IDF
-   learnt online from the stream (:mod:`enrich.features`).
+   and their scale depends on text length (headlines score lower than full text). So
+   both the cosine and the overlap of IDF-weighted terms (:mod:`enrich.features`) are
+   judged against the story's own history (the values at which its articles joined,
+   shrunk towards a prior while the story is young): a candidate joins when its cosine
+   is typical of the story, and either its term overlap is typical too (the gate widens
+   for articles with few terms) or its cosine is unusually strong.
 3. Time matters when dates exist: a story idle for ``dormant_after_hours`` takes only
    very close articles; after ``evict_after_hours`` (or beyond ``max_stories``) it is
    forgotten. Stream time is the article's ``published`` time, else the injected clock.
@@ -182,7 +184,7 @@ class StoryClusterer:
             if sim < c.min_similarity:
                 continue
             ovl = overlap(weights, *self._profile(story))
-            if self._accepts(story, sim, ovl) and (best is None or (sim, ovl) > (best_sim, best_ovl)):
+            if self._accepts(story, sim, ovl, len(weights)) and (best is None or (sim, ovl) > (best_sim, best_ovl)):
                 best, best_sim, best_ovl = story, sim, ovl
 
         created = best is None
@@ -241,18 +243,27 @@ class StoryClusterer:
             z(ovl, story.ovl_n, *story.overlap_stats, c.prior_overlap),
         )
 
-    def _accepts(self, story: Story, sim: float, ovl: float) -> bool:
+    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int) -> bool:
+        """The join rule; the overlap gate widens for articles with few terms.
+
+        An overlap measured on a six-word headline is a noisy estimate: its error shrinks
+        like one over the square root of the number of terms, and so does the gate.
+        """
         c = self.config
+        if c.evidence_terms:
+            overlap_z = c.overlap_z * max(1.0, (c.evidence_terms / max(n_terms, 1)) ** 0.5)
+        else:
+            overlap_z = c.overlap_z
         if sim < c.min_similarity:
             return False
         zs, zo = self._standardise(story, sim, ovl)
         if self._dormant(story):
-            return zs >= c.dormant_z and zo >= -c.overlap_z
+            return zs >= c.dormant_z and zo >= -overlap_z
         if c.combined_z is not None:
             return zs + zo >= -c.combined_z
         if zs < -c.similarity_z:
             return False
-        return zs >= c.strong_z or zo >= -c.overlap_z
+        return zs >= c.strong_z or zo >= -overlap_z
 
     def _is_copy(self, story: Story, vec: np.ndarray, sim: float, fps: list[str]) -> bool:
         """Same body text, or same title and plausibly the same story, or a near-identical vector.

@@ -23,6 +23,8 @@ class EmbedConfig(BaseModel):
     """Model name or local path; None = the bundled all-MiniLM-L6-v2."""
     backend: Literal["torch", "onnx"] = "torch"
     """``onnx`` runs a dynamically quantised copy built locally at first use (``cache_dir``)."""
+    onnx_quantization: Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"] = "auto"
+    """Dynamic int8 quantisation target of the ONNX copy; ``auto`` picks by CPU flags."""
     cache_dir: str | None = None
     """Where the quantised ONNX copy is kept; None = the user's data directory."""
     batch_size: int = Field(32, ge=1, le=4096)
@@ -49,6 +51,9 @@ class ClusterConfig(BaseModel):
     articles joined that story so far (its cohesion), shrunk towards the prior for young stories."""
     overlap_z: float = Field(1.5, ge=0, le=10)
     """Likewise for the IDF-weighted term overlap, unless the cosine alone is strong..."""
+    evidence_terms: int = Field(16, ge=0, le=1000)
+    """The overlap gate widens by sqrt(evidence_terms / terms) for an article with fewer terms
+    (a headline): an overlap measured on a few words is a noisy estimate. 0 = never widen."""
     combined_z: float | None = Field(None, ge=0, le=20)
     """If set, replaces the two gates above by one: join when ``z(cosine) + z(overlap) >= -combined_z``."""
     strong_z: float = Field(1.0, ge=-10, le=10)

