@@ -100,6 +100,7 @@ class StoryClusterer:
         self._stories: OrderedDict[str, Story] = OrderedDict()
         self._by_label: dict[int, Story] = {}
         self._aliases: dict[str, str] = {}
+        self.merge_count = 0
         self._next_label = 0
         self._capacity = 1024
         self._index = self._new_index(self._capacity)
@@ -320,6 +321,7 @@ class StoryClusterer:
             del self._stories[gone.id]
             del self._by_label[gone.label]
             self._aliases[gone.id] = keep.id
+            self.merge_count += 1
             self._index_put(keep, force=True)
             self._stories.move_to_end(keep.id)
             return (gone.id,)
@@ -382,6 +384,7 @@ class StoryClusterer:
             "dim": self.dim,
             "now": self.now.isoformat(),
             "next_label": self._next_label,
+            "merge_count": self.merge_count,
             "df": self.df.to_state(),
             "join_sims": self.join_sims.to_state(),
             "join_overlaps": self.join_overlaps.to_state(),
@@ -398,6 +401,7 @@ class StoryClusterer:
         obj = cls(int(state["dim"]), config, clock)
         obj.now = datetime.fromisoformat(state["now"])
         obj._next_label = int(state["next_label"])
+        obj.merge_count = int(state.get("merge_count", 0))
         obj.df = DocumentFrequency.from_state(state["df"])
         obj.join_sims.load_state(state["join_sims"])
         obj.join_overlaps.load_state(state["join_overlaps"])

@@ -93,13 +93,14 @@ def evaluate_records(
 ) -> dict[str, Any]:
     """Cluster pre-embedded records and score them against their ``story`` labels."""
     start = time.perf_counter()
-    predicted, _clusterer = cluster_records(records, embeddings, config)
+    predicted, clusterer = cluster_records(records, embeddings, config)
     gold = [str(r["story"]) for r in records]
     p, r, f1 = bcubed(predicted, gold)
     return {
         "articles": len(records),
         "gold_stories": len(set(gold)),
         "predicted_stories": len(set(predicted)),
+        "merges": clusterer.merge_count,
         "precision": round(p, 4),
         "recall": round(r, 4),
         "f1": round(f1, 4),
