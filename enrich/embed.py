@@ -106,9 +106,8 @@ class SentenceTransformerEmbedder:
 
         if self.config.backend == "torch":
             return SentenceTransformer(path, device="cpu")
-        quantization = self.config.onnx_quantization
-        if quantization == "auto":
-            quantization = cpu_quantization()
+        wanted = self.config.onnx_quantization
+        quantization: str = cpu_quantization() if wanted == "auto" else wanted
         onnx_dir, file_name = self._quantised_copy(path, quantization)
         return SentenceTransformer(
             str(onnx_dir), device="cpu", backend="onnx", model_kwargs={"file_name": f"onnx/{file_name}"}
