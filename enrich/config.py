@@ -49,9 +49,9 @@ class ClusterConfig(BaseModel):
     similarity_z: float = Field(2.5, ge=0, le=10)
     """A candidate's cosine must be at least ``mean - similarity_z * sd`` of the cosines at which
     articles joined that story so far (its cohesion), shrunk towards the prior for young stories."""
-    overlap_z: float = Field(1.5, ge=0, le=10)
+    overlap_z: float = Field(1.0, ge=0, le=10)
     """Likewise for the IDF-weighted term overlap, unless the cosine alone is strong..."""
-    evidence_terms: int = Field(16, ge=0, le=1000)
+    evidence_terms: int = Field(36, ge=0, le=1000)
     """The overlap gate widens by sqrt(evidence_terms / terms) for an article with fewer terms
     (a headline): an overlap measured on a few words is a noisy estimate. 0 = never widen."""
     combined_z: float | None = Field(None, ge=0, le=20)
