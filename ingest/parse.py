@@ -31,6 +31,9 @@ _DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 _HTML_START = re.compile(
     rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.I | re.S
 )
+MAX_ATTRIBUTES = 256
+_LONG_TAG = re.compile(rb"<[^<>]{2048,}>")
+_ATTRIBUTE = re.compile(rb"""\s[^\s=<>/]+\s*=\s*["']""")
 _FEED_ROOT = re.compile(rb"<(rss|feed|rdf:RDF|RDF)[\s>]")
 _FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/rdf+xml", "application/feed+json")
 _SY_PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400, "yearly": 365 * 86400}
@@ -67,6 +70,12 @@ def parse_feed(
             feed_url,
             "the document declares XML entities in its DOCTYPE (an entity-expansion attack such as "
             "'billion laughs'?); refused without parsing",
+        )
+    if (flood := _attribute_flood(view)) is not None:
+        raise FeedParseError(
+            feed_url,
+            f"an element carries {flood:,} attributes (more than {MAX_ATTRIBUTES}); refused without parsing, "
+            "as the XML parser's time grows with the square of that number",
         )
     if head.lstrip()[:1] in (b"{", b"["):
         raise FeedParseError(
@@ -189,6 +198,20 @@ def _declares_entities(view: bytes) -> bool:
             return True
         pos = begin + 9
     return False
+
+
+def _attribute_flood(view: bytes) -> int | None:
+    """The attribute count of the first start tag with more than ``MAX_ATTRIBUTES``, if any.
+
+    feedparser looks each attribute up by name in a list, so one element with n
+    attributes costs n^2 steps: 20,000 attributes (200 KB) took 18 s, a 10 MB document
+    would hold the poller for hours. Only long tags are counted, so the check is linear.
+    """
+    for tag in _LONG_TAG.finditer(view):
+        count = len(_ATTRIBUTE.findall(tag.group()))
+        if count > MAX_ATTRIBUTES:
+            return count
+    return None
 
 
 def discover_feed(html: bytes, page_url: str) -> str | None:
