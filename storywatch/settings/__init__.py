@@ -108,6 +108,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([(str(path), "", f"invalid YAML: {where}{problem}")]) from None
+    except RecursionError:
+        raise ConfigError([(str(path), "", "invalid YAML: nested too deeply")]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
