@@ -27,6 +27,18 @@ _WORDS = re.compile(r"\w+", re.UNICODE)
 _BLOCK_END = re.compile(r"<(br|hr|/p|/div|/li|/h[1-6]|/tr|/td|/th|/blockquote|/section|/article)\b[^>]*>", re.I)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def plain_text(value: str) -> str:
+    """``value`` with control characters dropped and whitespace collapsed.
+
+    Terminal escapes (ESC), bells and NULs in a headline would otherwise travel to email
+    subjects, Slack messages and the dashboard.
+    """
+    return " ".join(_CONTROL.sub("", value).split())
+
+
 def html_to_text(value: str) -> str:
     """Visible text of an HTML fragment, entities decoded, whitespace collapsed.
 
@@ -34,14 +46,14 @@ def html_to_text(value: str) -> str:
     'Storm & floods'
     """
     if "<" not in value and "&" not in value:
-        return " ".join(value.split())
+        return plain_text(value)
     # Block boundaries become spaces; inline markup ("<b>noon</b>.") must not.
     tree = HTMLParser(_BLOCK_END.sub(r"\g<0> ", value))
     for node in tree.css("script, style, noscript, iframe, object"):
         node.decompose()
     root = tree.body or tree.root
     text = root.text(separator="") if root is not None else ""
-    return " ".join(text.split())
+    return plain_text(text)
 
 
 def _text_of(entry: Any, key: str) -> str:
@@ -50,7 +62,7 @@ def _text_of(entry: Any, key: str) -> str:
     kind = str(detail.get("type") or "text/html")
     if "html" in kind:
         return html_to_text(str(value))
-    return " ".join(str(value).split())
+    return plain_text(str(value))
 
 
 def title_key(title: str, host: str) -> str:
