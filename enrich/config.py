@@ -66,7 +66,7 @@ class ClusterConfig(BaseModel):
     """Typical join overlap assumed before the stream has shown its own."""
     prior_spread: float = Field(0.12, gt=0, le=1)
     """Spread of join cosines assumed before a story has shown its own."""
-    prior_weight: float = Field(3.0, ge=0, le=1e9)
+    prior_weight: float = Field(40.0, ge=0, le=1e9)
     """How many joins the priors are worth."""
     entity_boost: float = Field(2.0, ge=1, le=10)
     """Weight of entity-like terms (names, figures) relative to other rare words."""
