@@ -74,6 +74,7 @@ class Outcome:
     exit_codes: list[int | None] = field(default_factory=list)
     duration_s: float = 0.0
     problems: list[str] = field(default_factory=list)
+    signal: str = "SIGKILL"
 
     @property
     def ok(self) -> bool:
@@ -193,10 +194,11 @@ class Pipeline:
                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             )
 
-    def kill(self, stage: str) -> None:
+    def kill(self, stage: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to the stage and wait for it to exit; its exit code."""
         proc = self.procs[stage]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.send_signal(sig)
+        return proc.wait(60)
 
     def dead(self) -> list[str]:
         return [s for s, p in self.procs.items() if p.poll() is not None]
@@ -310,10 +312,12 @@ def run_once(
     stage: str | None,
     kill_at_s: float | None,
     *,
+    sig: int = signal.SIGKILL,
     timeout_s: float = 180,
     grace_s: float = 3.0,
 ) -> Outcome:
-    """One run of the pipeline; with ``stage``, SIGKILL it ``kill_at_s`` seconds in and restart it."""
+    """One run of the pipeline; with ``stage``, send it ``sig`` (SIGKILL) ``kill_at_s`` seconds in
+    and restart it. A stage stopped with SIGTERM must exit 0 (a clean shutdown)."""
     out = Outcome(stage, kill_at_s)
     with tempfile.TemporaryDirectory(prefix="sw-faults-") as tmp, SMTPServer() as smtp, SlackServer() as slack:
         workdir = Path(tmp)
@@ -331,7 +335,9 @@ def run_once(
             while time.monotonic() < deadline:
                 now = time.monotonic() - started
                 if not killed and kill_at_s is not None and stage is not None and now >= kill_at_s:
-                    pipe.kill(stage)
+                    code = pipe.kill(stage, sig)
+                    if sig == signal.SIGTERM and code != 0:
+                        out.problems.append(f"{stage} exited {code} on SIGTERM mid-stream")
                     pipe.start(stage)
                     killed = True
                 if dead := pipe.dead():
@@ -416,9 +422,17 @@ def broker(bus_kind: str, bootstrap: str | None) -> Iterator[str | None]:
 
 
 def run_trials(
-    trials: int, bus_kind: str, stages: list[str], seed: int, bootstrap: str | None = None, log: Any = None
+    trials: int,
+    bus_kind: str,
+    stages: list[str],
+    seed: int,
+    bootstrap: str | None = None,
+    log: Any = None,
+    sig: int = signal.SIGKILL,
+    sigterm_stages: tuple[str, ...] = (),
 ) -> tuple[Outcome, list[Outcome]]:
-    """The reference run, then ``trials`` faulted runs per stage in ``stages``."""
+    """The reference run, then ``trials`` faulted runs per stage in ``stages`` (signal
+    ``sig``), plus ``trials`` SIGTERM runs per stage in ``sigterm_stages``."""
     rng = random.Random(seed)
     with feed_server() as feeds, broker(bus_kind, bootstrap) as addr:
         reference = run_once(feeds, bus_kind, addr, None, None, None)
@@ -432,15 +446,17 @@ def run_trials(
                 file=log, flush=True,
             )
         outcomes = []
+        plan = [(stage, sig) for stage in stages] + [(stage, signal.SIGTERM) for stage in sigterm_stages]
         for i in range(trials):
-            for stage in stages:
+            for stage, signum in plan:
                 kill_at = rng.uniform(0.5, max(1.0, reference.duration_s))
-                o = run_once(feeds, bus_kind, addr, reference, stage, kill_at)
+                o = run_once(feeds, bus_kind, addr, reference, stage, kill_at, sig=signum)
+                o.signal = signal.Signals(signum).name
                 outcomes.append(o)
                 if log:
                     verdict = "ok" if o.ok else "FAIL " + "; ".join(o.problems)
                     print(
-                        f"trial {i + 1} {bus_kind} kill {stage} at {kill_at:.1f} s: {verdict} "
+                        f"trial {i + 1} {bus_kind} {o.signal} {stage} at {kill_at:.1f} s: {verdict} "
                         f"(repeats {o.repeats}, uncertain {len(o.uncertain)}, {o.duration_s:.1f} s)",
                         file=log, flush=True,
                     )
@@ -450,7 +466,7 @@ def run_trials(
 def summary(bus_kind: str, outcomes: list[Outcome]) -> list[dict[str, Any]]:
     rows = []
     for stage in STAGES:
-        mine = [o for o in outcomes if o.stage == stage]
+        mine = [o for o in outcomes if o.stage == stage and o.signal == "SIGKILL"]
         if mine:
             rows.append({
                 "bus": bus_kind,
@@ -469,11 +485,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bus", choices=["embedded", "kafka"], default="embedded")
     ap.add_argument("--stage", choices=[*STAGES, "all"], default="all")
     ap.add_argument("--seed", type=int, default=20261128)
+    ap.add_argument("--signal", choices=["KILL", "TERM"], default="KILL", help="the signal sent to the stage")
     ap.add_argument("--bootstrap", default=None, help="an existing Kafka broker (default: start tansu)")
     ap.add_argument("--json", type=Path, default=None, help="write every outcome here")
     args = ap.parse_args(argv)
     stages = list(STAGES) if args.stage == "all" else [args.stage]
-    reference, outcomes = run_trials(args.trials, args.bus, stages, args.seed, args.bootstrap, log=sys.stdout)
+    sig = getattr(signal, "SIG" + args.signal)
+    reference, outcomes = run_trials(args.trials, args.bus, stages, args.seed, args.bootstrap, log=sys.stdout, sig=sig)
     rows = summary(args.bus, outcomes)
     print("| bus | stage killed | trials | passed | uncertain repeats |")
     print("|---|---|---|---|---|")
