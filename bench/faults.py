@@ -464,18 +464,21 @@ def run_trials(
 
 
 def summary(bus_kind: str, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """One row per (signal, stage): trials, passes, repeats of uncertain deliveries."""
     rows = []
-    for stage in STAGES:
-        mine = [o for o in outcomes if o.stage == stage and o.signal == "SIGKILL"]
-        if mine:
-            rows.append({
-                "bus": bus_kind,
-                "stage": stage,
-                "trials": len(mine),
-                "passed": sum(o.ok for o in mine),
-                "uncertain_repeats": sum(o.repeats for o in mine),
-                "failures": [p for o in mine for p in o.problems],
-            })
+    for sig in sorted({o.signal for o in outcomes}):
+        for stage in STAGES:
+            mine = [o for o in outcomes if o.stage == stage and o.signal == sig]
+            if mine:
+                rows.append({
+                    "bus": bus_kind,
+                    "signal": sig,
+                    "stage": stage,
+                    "trials": len(mine),
+                    "passed": sum(o.ok for o in mine),
+                    "uncertain_repeats": sum(o.repeats for o in mine),
+                    "failures": [p for o in mine for p in o.problems],
+                })
     return rows
 
 
@@ -493,10 +496,12 @@ def main(argv: list[str] | None = None) -> None:
     sig = getattr(signal, "SIG" + args.signal)
     reference, outcomes = run_trials(args.trials, args.bus, stages, args.seed, args.bootstrap, log=sys.stdout, sig=sig)
     rows = summary(args.bus, outcomes)
-    print("| bus | stage killed | trials | passed | uncertain repeats |")
-    print("|---|---|---|---|---|")
+    print("| bus | signal | stage | trials | passed | uncertain repeats |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['bus']} | {r['stage']} | {r['trials']} | {r['passed']} | {r['uncertain_repeats']} |")
+        print(
+            f"| {r['bus']} | {r['signal']} | {r['stage']} | {r['trials']} | {r['passed']} | {r['uncertain_repeats']} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(
             {"reference": asdict(reference), "outcomes": [asdict(o) for o in outcomes], "summary": rows}, indent=1
