@@ -250,7 +250,7 @@ def replay(
                 producer.publish(topic, a.id, a.to_bytes())
             producer.flush()
             service = EnrichService(
-                settings, bus, store, clock, embedder=embedder, on_assign=assigned.__setitem__
+                settings, bus, store, clock, embedder=embedder, on_assign=assigned.__setitem__, role="all"
             )
             try:
                 service.drain()

@@ -18,8 +18,22 @@ from the snapshot's state, and since assignment is deterministic they get the sa
 stories, revisions and events (at-least-once, with identical duplicates that the alerts
 stage drops by event id).
 
-The enrich state is one sequence over all partitions, so one enrich process consumes
-the group at a time.
+Roles (``enrich.role``, or ``storywatch enrich --role``). Embedding is stateless and is
+most of the work; assignment to stories is stateful and cheap (about 1 ms an article
+against 7 for the encoder). So the stage splits there:
+
+- ``all`` (the default): one process embeds and clusters.
+- ``embed``: any number of workers in the group ``enrich.embed_group`` share the
+  partitions of ``raw-articles``, embed micro-batches and publish each article with its
+  vector (:class:`storywatch.schema.EmbeddedArticle`) to ``embedded-articles``, keyed by
+  article id. They keep no state: commit after the batch is published.
+- ``cluster``: the story writer consumes ``embedded-articles`` and does everything else.
+
+The story state is one sequence over all partitions, advanced by one writer at a time
+(roles all and cluster). The writer holds a lease in the store
+(:class:`storywatch.lease.Lease`): a second writer started by mistake, or as a hot
+standby, does not join the consumer group until the lease is free, and a writer that
+finds its lease taken over drops its state without writing it and becomes a standby.
 """
 
 from __future__ import annotations
@@ -42,8 +56,10 @@ from enrich.topics import TopicMatcher
 from storywatch.bus import Bus, Consumer, Producer, Record
 from storywatch.clock import Clock
 from storywatch.errors import BusError, ConfigError, SchemaError, StoreError
+from storywatch.lease import Lease
 from storywatch.logs import kv
-from storywatch.schema import Article, DeadLetter, decode
+from storywatch.observe import Metrics
+from storywatch.schema import Article, DeadLetter, EmbeddedArticle, decode
 from storywatch.settings import Settings
 from storywatch.store import Store
 from storywatch.views import NS_STORIES, story_documents
@@ -51,6 +67,9 @@ from storywatch.views import NS_STORIES, story_documents
 log = logging.getLogger("storywatch.enrich")
 
 STATE_KEY = "state"
+LEASE_KEY = "writer"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_LAG_EVERY_S = 10.0
 SNAPSHOT_VERSION = 2
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
@@ -102,9 +121,15 @@ class EnrichService:
         *,
         embedder: Embedder | None = None,
         on_assign: AssignHook | None = None,
+        metrics: Metrics | None = None,
+        role: str | None = None,
     ):
         self.settings = settings
         self.cfg = settings.enrich
+        self.role = role or self.cfg.role
+        if self.role not in ("all", "embed", "cluster"):
+            raise ConfigError([("enrich", "enrich.role", f"expected all, embed or cluster (got {self.role!r})")])
+        self.metrics = metrics or Metrics()
         self.bus = bus
         self.store = store
         self.clock = clock
@@ -122,23 +147,74 @@ class EnrichService:
         self._covered: dict[str, int] = {}
         self._loaded = False
         self._pending = 0
+        self._lag_at = float("-inf")
         self.processed = 0
+        self.lease: Lease | None = None
+        if self.role != "embed":
+            self.lease = Lease(store, self.cfg.state_namespace, LEASE_KEY, self.cfg.lease_s, clock)
+        self._standby_logged = False
 
     # -- lifecycle -----------------------------------------------------------------
 
     def _io(self) -> tuple[Consumer, Producer]:
-        if not self._loaded:
+        if not self._loaded and self.role != "embed":
             self._load_snapshot()
         if self._consumer is None:
-            self._consumer = self.bus.consumer(self.cfg.group, [self._topics.raw_articles])
+            if self.role == "embed":
+                self._consumer = self.bus.consumer(self.cfg.embed_group, [self._topics.raw_articles])
+            elif self.role == "cluster":
+                self._consumer = self.bus.consumer(self.cfg.group, [self._topics.embedded_articles])
+            else:
+                self._consumer = self.bus.consumer(self.cfg.group, [self._topics.raw_articles])
         if self._producer is None:
             self._producer = self.bus.producer()
         return self._consumer, self._producer
 
     def start(self) -> None:
-        self._io()
+        # The model loads before the consumer joins its group: a Kafka member that joined
+        # and then spent seconds loading would hold partitions it does not poll.
+        self._encoder()
+        if self._writer():
+            self._io()
+
+    def _writer(self) -> bool:
+        """Whether this process may consume now: an embed worker, or the lease holder."""
+        lease = self.lease
+        if lease is None or (lease.held and not lease.due()):
+            return True
+        was_held = lease.held
+        if lease.acquire():
+            if not was_held:
+                log.info("story writer: holding the lease", extra=kv(role=self.role, owner=lease.owner))
+                self._standby_logged = False
+            return True
+        if was_held:
+            self._drop_state()
+        if not self._standby_logged:
+            holder = lease.holder or {}
+            log.info(
+                "standby: another story writer holds the lease",
+                extra=kv(holder=holder.get("owner"), lease_s=lease.ttl_s),
+            )
+            self._standby_logged = True
+        return False
+
+    def _drop_state(self) -> None:
+        """Forget everything since the last snapshot: another writer has taken over."""
+        if self._consumer is not None:
+            self._consumer.close()  # uncommitted records go to the new writer
+            self._consumer = None
+        self._clusterer = None
+        self._clusterer_state = None
+        self.events = StoryEvents(self.cfg.events, self.settings.topics)
+        self._covered = {}
+        self._loaded = False
+        self._pending = 0
 
     def step(self, timeout: float) -> int:
+        if not self._writer():
+            time.sleep(min(timeout, 1.0))
+            return 0
         consumer, _ = self._io()
         batch = self._embed_cfg.batch_size
         records = consumer.poll(batch, timeout)
@@ -149,9 +225,29 @@ class EnrichService:
         # slow feed day does not leave hours of articles to redo after a restart.
         if self._pending >= self.cfg.snapshot_every or (not records and self._pending):
             self.checkpoint()
+        self._observe_lag(consumer)
         return handled
 
+    def _observe_lag(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < _LAG_EVERY_S:
+            return
+        self._lag_at = now
+        lag = consumer.lag()
+        if lag is not None:
+            self.metrics.consumer_lag.labels(stage=self.name if self.role == "all" else f"enrich-{self.role}").set(lag)
+
     def drain(self) -> int:
+        self._encoder()
+        deadline = time.monotonic() + 2 * (self.lease.ttl_s if self.lease else 0)
+        while not self._writer():
+            if time.monotonic() > deadline:
+                holder = (self.lease.holder or {}) if self.lease else {}
+                raise StoreError(
+                    f"another enrich story writer ({holder.get('owner')}) holds the lease "
+                    f"{self.cfg.state_namespace}/{LEASE_KEY} in the store; stop it or wait for it to stop"
+                )
+            time.sleep(1.0)
         consumer, _ = self._io()
         handled = 0
         while records := self._poll_now(consumer):
@@ -184,6 +280,11 @@ class EnrichService:
             if self._consumer is not None:
                 self._consumer.close()
                 self._consumer = None
+            if self.lease is not None and self.lease.held:
+                try:
+                    self.lease.release()
+                except StoreError as exc:  # it expires by itself
+                    log.warning("cannot release the lease", extra=kv(error=str(exc)))
 
     # -- state ---------------------------------------------------------------------
 
@@ -213,7 +314,14 @@ class EnrichService:
                 "articles": self.processed,
                 "saved_at": self.clock.now().isoformat(),
             }
-            self.store.put(self.cfg.state_namespace, STATE_KEY, doc)
+            with self.store.transaction():
+                # Renewed in the snapshot's transaction: a writer whose lease was taken
+                # over cannot overwrite its successor's state.
+                if self.lease is not None and not self.lease.acquire():
+                    log.error("lease lost: dropping unsaved story state", extra=kv(articles=self._pending))
+                    self._drop_state()
+                    return
+                self.store.put(self.cfg.state_namespace, STATE_KEY, doc)
             self._pending = 0
         self._consumer.commit()
 
@@ -227,11 +335,19 @@ class EnrichService:
         """The clusterer's current state of a story (None before the first batch or if unknown)."""
         return self._clusterer.story(story_id) if self._clusterer is not None else None
 
+    def _encoder(self) -> Embedder:
+        if self._embedder is None:
+            log.info("loading embedding model", extra=kv(model=self._model_name))
+            self._embedder = make_embedder(self._embed_cfg)
+        return self._embedder
+
+    @property
+    def _model_name(self) -> str:
+        return self._embed_cfg.model or DEFAULT_MODEL
+
     def _model(self) -> tuple[Embedder, TopicMatcher, StoryClusterer]:
         """Load the embedder, the topic anchors and the clusterer on first use (seconds)."""
-        if self._embedder is None:
-            log.info("loading embedding model", extra=kv(model=self._embed_cfg.model or "all-MiniLM-L6-v2"))
-            self._embedder = make_embedder(self._embed_cfg)
+        self._embedder = self._encoder()
         if self._matcher is None:
             self._matcher = TopicMatcher(
                 self.settings.topics,
@@ -251,35 +367,94 @@ class EnrichService:
     # -- records -> events ---------------------------------------------------------
 
     def _handle(self, records: list[Record]) -> int:
-        _, producer = self._io()
+        consumer, producer = self._io()
+        started = time.monotonic()
+        for topic in {r.topic for r in records}:
+            self.metrics.records_consumed.labels(stage=self.name, topic=topic).inc(
+                sum(1 for r in records if r.topic == topic)
+            )
+        if self.role == "embed":
+            self._embed_out(producer, self._decode(producer, records))
+            producer.flush()
+            consumer.commit()  # stateless: what is published is done
+            self.processed += len(records)
+            self.metrics.batch_seconds.labels(stage=self.name).observe(time.monotonic() - started)
+            return len(records)
         fresh = [r for r in records if r.offset >= self._covered.get(_pos(r), 0)]
-        articles: list[tuple[Record, Article]] = []
-        for rec in fresh:
-            try:
-                articles.append((rec, decode(Article, rec.topic, rec.value)))
-            except SchemaError as exc:
-                self._dead_letter(producer, rec, exc.reason)
-        self._process(producer, articles)
+        self._process(producer, self._decode(producer, fresh))
         for rec in fresh:
             self._covered[_pos(rec)] = max(self._covered.get(_pos(rec), 0), rec.offset + 1)
         self._pending += len(fresh)
         self.processed += len(fresh)
         producer.flush()
+        if self._clusterer is not None:
+            self.metrics.stories_active.set(len(self._clusterer))
+        self.metrics.batch_seconds.labels(stage=self.name).observe(time.monotonic() - started)
         return len(fresh)
 
-    def _process(self, producer: Producer, articles: list[tuple[Record, Article]]) -> None:
-        todo: list[tuple[Record, Article]] = []
-        for rec, art in articles:
-            if not self._known(art):
-                todo.append((rec, art))
+    def _decode(self, producer: Producer, records: list[Record]) -> list[tuple[Record, Article, np.ndarray | None]]:
+        """Each record's article, and its vector when an embed worker sent one we can use."""
+        out: list[tuple[Record, Article, np.ndarray | None]] = []
+        for rec in records:
+            try:
+                if rec.topic == self._topics.embedded_articles:
+                    msg = decode(EmbeddedArticle, rec.topic, rec.value)
+                    out.append((rec, msg.article, self._vector(msg)))
+                else:
+                    out.append((rec, decode(Article, rec.topic, rec.value), None))
+            except SchemaError as exc:
+                self._dead_letter(producer, rec, exc.reason)
+        return out
+
+    def _vector(self, msg: EmbeddedArticle) -> np.ndarray | None:
+        """The sent vector, or None (embed it here) if another model or a broken vector."""
+        if msg.model != self._model_name:
+            log.warning(
+                "article embedded by another model: embedding it again",
+                extra=kv(article_id=msg.article.id, model=msg.model, expected=self._model_name),
+            )
+            return None
+        try:
+            vec = np.frombuffer(base64.b64decode(msg.vector, validate=True), dtype="<f4")
+        except ValueError:
+            vec = np.zeros(0, dtype="<f4")
+        if vec.shape != (msg.dim,) or not np.all(np.isfinite(vec)):
+            log.warning("unusable vector: embedding it again", extra=kv(article_id=msg.article.id, dim=msg.dim))
+            return None
+        return vec.astype(np.float32)
+
+    def _embed_out(self, producer: Producer, articles: list[tuple[Record, Article, np.ndarray | None]]) -> None:
+        """Embed a batch and publish each article with its vector (the embed role)."""
+        if not articles:
+            return
+        lead = self._embed_cfg.lead_chars
+        vectors = self._encoder().encode([article_text(a.title, a.summary, lead) for _, a, _ in articles])
+        now = self.clock.now()
+        for (_, art, _), vec in zip(articles, vectors, strict=True):
+            msg = EmbeddedArticle(
+                article=art,
+                model=self._model_name,
+                dim=len(vec),
+                vector=base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode("ascii"),
+                embedded_at=now,
+            )
+            producer.publish(self._topics.embedded_articles, art.id, msg.to_bytes())
+
+    def _process(self, producer: Producer, articles: list[tuple[Record, Article, np.ndarray | None]]) -> None:
+        todo = [(rec, art, vec) for rec, art, vec in articles if not self._known(art)]
         if not todo:
             return
         embedder, matcher, clusterer = self._model()
-        lead = self._embed_cfg.lead_chars
-        vectors = embedder.encode([article_text(a.title, a.summary, lead) for _, a in todo])
+        missing = [i for i, (_, _, vec) in enumerate(todo) if vec is None]
+        if missing:
+            lead = self._embed_cfg.lead_chars
+            encoded = embedder.encode([article_text(todo[i][1].title, todo[i][1].summary, lead) for i in missing])
+            for i, vec in zip(missing, encoded, strict=True):
+                todo[i] = (todo[i][0], todo[i][1], vec)
         # One store transaction for the batch's story documents, taken after the slow encode.
         with self.store.transaction():
-            for (rec, art), vec in zip(todo, vectors, strict=True):
+            for rec, art, vec in todo:
+                assert vec is not None
                 if self._known(art):  # the same id twice in one batch
                     continue
                 try:
@@ -289,6 +464,10 @@ class EnrichService:
                 except Exception as exc:  # one bad article must not stop the stream
                     log.exception("cannot enrich article", extra=kv(article_id=art.id, offset=rec.offset))
                     self._dead_letter(producer, rec, f"{type(exc).__name__}: {exc}")
+                    continue
+                self.metrics.latency.labels(hop="fetched_to_enriched").observe(
+                    max(0.0, (self.clock.now() - art.fetched_at).total_seconds())
+                )
 
     def _known(self, art: Article) -> bool:
         """A retitle, or the same article delivered again: new wording, not a new report."""
@@ -329,6 +508,9 @@ class EnrichService:
         )
         for ev in self.events.on_assignment(assignment, info, scores):
             producer.publish(self._topics.story_events, ev.story_id, ev.to_bytes())
+            self.metrics.story_events.labels(type=ev.type).inc()
+            if ev.type == "matched" and ev.match is not None:
+                self.metrics.topic_matches.labels(topic=ev.match.topic).inc()
             # The read model of the dashboard and `storywatch status`.
             for key, doc in story_documents(ev, lambda k: self.store.get(NS_STORIES, k)).items():
                 self.store.put(NS_STORIES, key, doc)
@@ -339,6 +521,7 @@ class EnrichService:
 
     def _dead_letter(self, producer: Producer, rec: Record, reason: str) -> None:
         log.warning("dead letter", extra=kv(topic=rec.topic, offset=rec.offset, error=reason))
+        self.metrics.dead_letters.labels(stage=self.name).inc()
         letter = DeadLetter(
             source_topic=rec.topic,
             stage=self.name,

@@ -83,7 +83,9 @@ def _observer(settings: Settings, store: Any, metrics: Any, health: Any, *, dash
     return WebServer(app, settings.http.host, settings.http.port).start()
 
 
-def _make_service(stage: str, settings: Settings, bus: Any, store: Any, clock: Any, metrics: Any = None) -> Any:
+def _make_service(
+    stage: str, settings: Settings, bus: Any, store: Any, clock: Any, metrics: Any = None, role: str | None = None
+) -> Any:
     if stage == "ingest":
         from ingest.service import IngestService
 
@@ -91,7 +93,7 @@ def _make_service(stage: str, settings: Settings, bus: Any, store: Any, clock: A
     if stage == "enrich":
         from enrich.service import EnrichService
 
-        return EnrichService(settings, bus, store, clock)
+        return EnrichService(settings, bus, store, clock, metrics=metrics, role=role)
     from alerts.service import AlertsService
 
     return AlertsService(settings, bus, store, clock, metrics=metrics)
@@ -107,8 +109,17 @@ def _unavailable_exits() -> Iterator[None]:
         sys.exit(EXIT_UNAVAILABLE)
 
 
-def run_stages(settings: Settings, stages: tuple[str, ...], once: bool) -> None:
-    """Build the bus, store and services for ``stages`` and run them until stopped."""
+def all_topics(settings: Settings) -> list[str]:
+    """Every bus topic storywatch uses."""
+    t = settings.bus.topics
+    return [t.raw_articles, t.embedded_articles, t.story_events, t.feed_health, t.alerts, t.dead_letters]
+
+
+def run_stages(settings: Settings, stages: tuple[str, ...], once: bool, *, role: str | None = None) -> None:
+    """Build the bus, store and services for ``stages`` and run them until stopped.
+
+    ``role`` is the enrich stage's role when it is not the configured ``enrich.role``.
+    """
     from storywatch.bus import make_bus
     from storywatch.clock import SystemClock
     from storywatch.observe import Health, Metrics
@@ -125,13 +136,10 @@ def run_stages(settings: Settings, stages: tuple[str, ...], once: bool) -> None:
             if settings.http.enabled and not once:
                 observer = _observer(settings, store, metrics, health, dashboard=stages == STAGES)
                 log.info("serving health and metrics", extra=kv(host=settings.http.host, port=observer.port))
-            topics = settings.bus.topics
-            bus.ensure_topics(
-                [topics.raw_articles, topics.story_events, topics.feed_health, topics.alerts, topics.dead_letters]
-            )
+            bus.ensure_topics(all_topics(settings))
             clock = SystemClock()
-            services = [_make_service(s, settings, bus, store, clock, metrics) for s in stages]
-            log.info("started", extra=kv(stages=",".join(stages), bus=settings.bus.kind, once=once))
+            services = [_make_service(s, settings, bus, store, clock, metrics, role) for s in stages]
+            log.info("started", extra=kv(stages=",".join(stages), bus=settings.bus.kind, once=once, role=role))
             run_services(services, stop, once=once, health=health)
         finally:
             bus.close()
@@ -169,11 +177,19 @@ def _stage_command(stage: str, doc: str) -> Callable[..., None]:
 main.command(name="ingest")(
     config_option(once_option(_stage_command("ingest", "Run the ingest stage: poll feeds, publish articles.")))
 )
-main.command(name="enrich")(
-    config_option(
-        once_option(_stage_command("enrich", "Run the enrich stage: embed, cluster, match topics."))
-    )
+@main.command(name="enrich")
+@config_option
+@once_option
+@click.option(
+    "--role",
+    type=click.Choice(["all", "embed", "cluster"]),
+    default=None,
+    help="all: embed and cluster; embed: a stateless embedding worker (scale these); "
+    "cluster: the one story writer. Default: enrich.role from the config.",
 )
+def enrich_command(config_path: Path | None, once: bool, role: str | None) -> None:
+    """Run the enrich stage: embed, cluster into stories, match watched topics."""
+    run_stages(load(config_path), ("enrich",), once, role=role)
 
 
 @main.group(name="alerts", invoke_without_command=True)
@@ -304,7 +320,7 @@ def backtest(config_path: Path | None, since: str | None, input_path: Path | Non
         raise click.BadParameter(str(exc), param_hint="--since") from None
 
     def services(s: Settings, bus: Any, store: Any, clock: Any) -> list[Any]:
-        return [_make_service(stage, s, bus, store, clock) for stage in ("enrich", "alerts")]
+        return [_make_service(stage, s, bus, store, clock, role="all") for stage in ("enrich", "alerts")]
 
     sys.exit(run_backtest(settings, window, input_path, sys.stdout, make_services=services))
 

@@ -72,6 +72,23 @@ class Article(Message):
     lang: str | None = None
 
 
+class EmbeddedArticle(Message):
+    """An article with its embedding (topic ``embedded-articles``), keyed by the article ``id``.
+
+    Written by enrich workers in the ``embed`` role for the single ``cluster`` writer (see
+    :mod:`enrich.service`). ``vector`` is the base64 of the little-endian float32
+    embedding, ``dim`` numbers long, from ``model``; the cluster writer embeds the
+    article again itself if ``model`` is not the one it is configured with.
+    """
+
+    topic_default: ClassVar[str] = "storywatch.embedded-articles"
+    article: Article
+    model: str
+    dim: int = Field(ge=1)
+    vector: str
+    embedded_at: UTCDateTime
+
+
 class ArticleRef(BaseModel):
     """What an alert shows of one article of a story."""
 
@@ -194,6 +211,7 @@ class DeadLetter(Message):
 
 TOPIC_MODELS: dict[str, type[Message]] = {
     "raw_articles": Article,
+    "embedded_articles": EmbeddedArticle,
     "story_events": StoryEvent,
     "feed_health": FeedHealth,
     "alerts": Alert,

@@ -419,15 +419,16 @@ def alert_counts(store: Store) -> dict[str, int]:
 def stage_groups(settings: Settings) -> dict[str, tuple[str, list[str]]]:
     """Each consuming stage's consumer group and the topics it reads.
 
-    The group names are the stages' settings (``enrich.group``, ``alerts.group``) where
-    a stage has one, else the name the stage uses by default.
+    The group names are the stages' settings (``enrich.group``, ``alerts.group``). With
+    ``enrich.role`` other than ``all`` the enrich stage is split into embed workers and
+    a story writer, reported apart.
     """
     t = settings.bus.topics
-    enrich_group = str(getattr(settings.enrich, "group", "storywatch-enrich"))
-    return {
-        "enrich": (enrich_group, [t.raw_articles]),
-        "alerts": (settings.alerts.group, [t.story_events, t.feed_health]),
-    }
+    e = settings.enrich
+    enrich: dict[str, tuple[str, list[str]]] = {"enrich": (e.group, [t.raw_articles])}
+    if e.role != "all":  # split into embed workers and one story writer
+        enrich = {"enrich-embed": (e.embed_group, [t.raw_articles]), "enrich-cluster": (e.group, [t.embedded_articles])}
+    return {**enrich, "alerts": (settings.alerts.group, [t.story_events, t.feed_health])}
 
 
 def bus_lag(bus: Bus, groups: Mapping[str, tuple[str, Sequence[str]]]) -> dict[str, int | None]:

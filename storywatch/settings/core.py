@@ -14,6 +14,7 @@ class TopicNames(Section):
     """Kafka topic names (also the embedded bus's), one per message model."""
 
     raw_articles: str = "storywatch.raw-articles"
+    embedded_articles: str = "storywatch.embedded-articles"
     story_events: str = "storywatch.story-events"
     feed_health: str = "storywatch.feed-health"
     alerts: str = "storywatch.alerts"

@@ -88,8 +88,19 @@ class EnrichSettings(Section):
     news categories over 534 UCI headlines."""
     snapshot_every: int = Field(200, ge=1)
     """Snapshot the enrich state (and commit the bus offsets) after this many articles."""
+    role: Literal["all", "embed", "cluster"] = "all"
+    """all: embed and cluster in one process. To scale out, run any number of ``embed``
+    workers (stateless: raw articles in, embedded articles out) and one ``cluster`` writer
+    (the story state: embedded articles in, story events out). ``storywatch enrich --role``
+    overrides it."""
     group: str = Field("storywatch-enrich", min_length=1)
-    """Consumer group of the enrich stage (one active member: the story state is not sharded)."""
+    """Consumer group of the story writer (roles all and cluster: one active member)."""
+    embed_group: str = Field("storywatch-enrich-embed", min_length=1)
+    """Consumer group of the embed workers (role embed: as many members as partitions)."""
+    lease_s: float = Field(30.0, ge=2, le=3600)
+    """The story writer holds a lease in the store, renewed as it works: a second writer
+    waits as a standby and takes over this long after the holder stops renewing (at once
+    if the holder was a process on this host that is gone)."""
     state_namespace: str = Field("enrich", min_length=1)
     """Store namespace of the enrich snapshot."""
     topics: TopicMatchSettings = TopicMatchSettings.model_validate({})
