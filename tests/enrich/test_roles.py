@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,24 @@ import pytest
 from enrich.embed import Embedder
 from enrich.service import LEASE_KEY, STATE_KEY, EnrichService
 from storywatch.bus import make_bus
+from storywatch.bus.kafka import KafkaBusConsumer
 from storywatch.clock import FakeClock
 from storywatch.schema import EmbeddedArticle, StoryEvent
 from storywatch.settings import Settings
 from storywatch.store.sqlite import SQLiteStore
-from tests.enrich.test_service import MISSILE, STORIES, STREAM, T0, Run, run, stream  # noqa: F401  (run: fixture)
+from tests.enrich.test_service import MISSILE, STORIES, STREAM, T0, Run, stream
+
+
+@pytest.fixture
+def run(tmp_path: Path, embedder: Embedder) -> Iterator[Run]:
+    r = Run(tmp_path / "run", embedder)
+    yield r
+    r.close()
+
+
+def _joined(svc: EnrichService) -> bool:
+    consumer = svc._consumer
+    return isinstance(consumer, KafkaBusConsumer) and bool(consumer.assignment())
 
 
 def _digest(events: list[StoryEvent]) -> list[tuple[str, str, int, str | None, tuple[str, ...]]]:
@@ -175,10 +188,10 @@ def test_two_embed_workers_share_the_partitions_and_one_writer_clusters(
             svc.start()
         # Both workers join before any article arrives, so the group splits the partitions.
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(getattr(w._consumer, "assignment")() for w in workers):
+        while time.monotonic() < deadline and not all(_joined(w) for w in workers):
             for w in workers:
                 w.step(0.3)
-        assert all(getattr(w._consumer, "assignment")() for w in workers), "both workers got partitions"
+        assert all(_joined(w) for w in workers), "both workers got partitions"
 
         producer = bus.producer()
         for a in stream():
