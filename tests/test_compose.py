@@ -16,13 +16,27 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from storywatch.settings import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
-STAGES = ("ingest", "enrich", "alerts")
 CONFIG_IN_IMAGE = "/app/config/storywatch.yaml"
+# Each stage service and the storywatch command it runs.
+COMMANDS = {
+    "ingest": ["ingest"],
+    "enrich-embed": ["enrich", "--role", "embed"],
+    "enrich-cluster": ["enrich", "--role", "cluster"],
+    "alerts": ["alerts"],
+}
+STAGES = tuple(COMMANDS)
+# What .env provides (placeholders from .env.example) when the stages load their config.
+ENV_FILE = {
+    line.split("=", 1)[0]: line.split("=", 1)[1]
+    for line in (ROOT / ".env.example").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
 
 
 def _tool(name: str) -> str:
@@ -67,8 +81,9 @@ def test_stages_run_one_image_after_a_healthy_kafka(compose: dict[str, Any]) -> 
     assert len(images) == 1 and builds == {"."}, "one image, built from the Dockerfile"
     for stage in STAGES:
         svc = services[stage]
-        assert svc["command"] == ["storywatch", stage, "--config", CONFIG_IN_IMAGE]
+        assert svc["command"] == ["storywatch", *COMMANDS[stage], "--config", CONFIG_IN_IMAGE]
         assert svc["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert svc["restart"] == "unless-stopped"
         assert svc["stop_grace_period"]
         assert svc["healthcheck"]["test"]
@@ -78,7 +93,18 @@ def test_stages_run_one_image_after_a_healthy_kafka(compose: dict[str, Any]) -> 
         assert svc["environment"]["STORYWATCH__BUS__KIND"] == "kafka"
         assert svc["environment"]["HF_HUB_OFFLINE"] == "1"
         assert any(v.endswith(":/var/lib/storywatch") for v in svc["volumes"]), "state survives restarts"
-    assert "replicas" in services["enrich"]["deploy"]
+    assert services["enrich-embed"]["deploy"]["replicas"] >= 2, "embedding scales out"
+    assert services["enrich-cluster"]["deploy"]["replicas"] == 1, "one story writer"
+
+
+def test_postgres_is_the_shared_store_with_its_password_from_env(compose: dict[str, Any]) -> None:
+    pg = compose["services"]["postgres"]
+    assert pg["image"].startswith("postgres:")
+    assert pg["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?"), "never a literal password"
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in pg["volumes"])
+    password = ENV_FILE["POSTGRES_PASSWORD"]
+    assert f":{password}@postgres:5432/{pg['environment']['POSTGRES_DB']}" in ENV_FILE["STORYWATCH_PG_DSN"]
 
 
 def test_kafka_is_single_node_kraft_reachable_where_stages_look(compose: dict[str, Any]) -> None:
@@ -101,6 +127,7 @@ def test_kafka_is_single_node_kraft_reachable_where_stages_look(compose: dict[st
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_service_commands_are_real_cli_commands(compose: dict[str, Any], stage: str) -> None:
+    """Runs the service's command with --help: a wrong option is a usage error (exit 2)."""
     command = compose["services"][stage]["command"]
     proc = subprocess.run([_tool("storywatch"), *command[1:], "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -123,15 +150,18 @@ def test_every_storywatch_variable_sets_a_real_settings_key(compose: dict[str, A
     minimal = tmp_path / "storywatch.yaml"
     minimal.write_text("{}\n")
     for config in (minimal, ROOT / "config" / "storywatch.yaml"):  # the image's default config too
-        settings = load_settings(config, environ=env)
+        settings = load_settings(config, environ={**env, **ENV_FILE})
         for name, raw in env.items():
             value: Any = settings
             for part in name.removeprefix(ENV_PREFIX).lower().split("__"):
                 value = getattr(value, part)
             expected = yaml.safe_load(raw)
+            if isinstance(value, SecretStr):  # {env: NAME}: the value .env gives NAME
+                assert value.get_secret_value() == ENV_FILE[expected["env"]], name
+                continue
             assert value == (Path(expected) if isinstance(value, Path) else expected), name
         assert settings.bus.kind == "kafka"
-        assert settings.path(settings.store.path) == Path("/var/lib/storywatch/state.db")
+        assert settings.store.kind == "postgres"
         assert settings.http.enabled, "the healthcheck needs the health endpoint"
 
 
