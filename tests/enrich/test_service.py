@@ -267,6 +267,9 @@ def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, em
         with pytest.raises(CommitCrash):
             while True:
                 first.step(0.0)
+    # The dead writer's lease runs out (a dead process on this host is noticed at once;
+    # `first` lives on in this test process, so only expiry frees the lease).
+    r.clock.advance(r.settings.enrich.lease_s + 1)
     second = r.service()
     second.drain()
     second.close()
