@@ -32,7 +32,7 @@ from storywatch.bus import Bus, Consumer, Producer, Record
 from storywatch.clock import Clock
 from storywatch.errors import DeliveryError, SchemaError, StorywatchError
 from storywatch.logs import kv
-from storywatch.observe import Metrics
+from storywatch.observe import LagProbe, Metrics
 from storywatch.schema import Alert, DeadLetter, FeedHealth, StoryEvent, decode
 from storywatch.settings import Settings
 from storywatch.store import Doc, Store
@@ -79,6 +79,7 @@ class AlertsService:
     ):
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self._lag = LagProbe(self.metrics, "alerts")
         self.cfg = settings.alerts
         self.bus = bus
         self.store = store
@@ -120,6 +121,7 @@ class AlertsService:
         if records or not self._due_known or due:
             handled += self.deliver_due()
         self._maybe_prune()
+        self._lag.observe(consumer)
         return handled
 
     def drain(self) -> int:

@@ -58,7 +58,7 @@ from storywatch.clock import Clock
 from storywatch.errors import BusError, ConfigError, SchemaError, StoreError
 from storywatch.lease import Lease
 from storywatch.logs import kv
-from storywatch.observe import Metrics
+from storywatch.observe import LagProbe, Metrics
 from storywatch.schema import Article, DeadLetter, EmbeddedArticle, decode
 from storywatch.settings import Settings
 from storywatch.store import Store
@@ -69,7 +69,6 @@ log = logging.getLogger("storywatch.enrich")
 STATE_KEY = "state"
 LEASE_KEY = "writer"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_LAG_EVERY_S = 10.0
 SNAPSHOT_VERSION = 2
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
@@ -147,7 +146,7 @@ class EnrichService:
         self._covered: dict[str, int] = {}
         self._loaded = False
         self._pending = 0
-        self._lag_at = float("-inf")
+        self._lag = LagProbe(self.metrics, self.name if self.role == "all" else f"enrich-{self.role}")
         self.processed = 0
         self.lease: Lease | None = None
         if self.role != "embed":
@@ -225,17 +224,8 @@ class EnrichService:
         # slow feed day does not leave hours of articles to redo after a restart.
         if self._pending >= self.cfg.snapshot_every or (not records and self._pending):
             self.checkpoint()
-        self._observe_lag(consumer)
+        self._lag.observe(consumer)
         return handled
-
-    def _observe_lag(self, consumer: Consumer) -> None:
-        now = time.monotonic()
-        if now - self._lag_at < _LAG_EVERY_S:
-            return
-        self._lag_at = now
-        lag = consumer.lag()
-        if lag is not None:
-            self.metrics.consumer_lag.labels(stage=self.name if self.role == "all" else f"enrich-{self.role}").set(lag)
 
     def drain(self) -> int:
         self._encoder()

@@ -55,6 +55,25 @@ class Metrics:
         )
 
 
+class LagProbe:
+    """Sets ``consumer_lag{stage}`` from a consumer at most every ``every_s`` seconds
+    (asking Kafka for end offsets is a round trip; a service loop steps many times a second)."""
+
+    def __init__(self, metrics: Metrics, stage: str, every_s: float = 10.0):
+        self.gauge = metrics.consumer_lag.labels(stage=stage)
+        self.every_s = every_s
+        self._at = float("-inf")
+
+    def observe(self, consumer: Any) -> None:
+        now = time.monotonic()
+        if now - self._at < self.every_s:
+            return
+        self._at = now
+        lag = consumer.lag()
+        if lag is not None:
+            self.gauge.set(lag)
+
+
 class Health:
     """What the probes report. Stages call :meth:`beat` as their loop makes progress."""
 

@@ -212,3 +212,25 @@ def test_two_embed_workers_share_the_partitions_and_one_writer_clusters(
                 svc.store.close()
         bus.close()
         store.close()
+
+
+def test_the_enrich_metrics_count_what_the_stage_did(run: Run) -> None:
+    from storywatch.observe import Metrics
+
+    metrics = Metrics()
+    run.publish(stream())
+    svc = role(run, "all", metrics=metrics)
+    while svc.processed < len(STREAM):
+        svc.step(0.0)
+    svc.close()
+    value = metrics.registry.get_sample_value
+    events = run.events()
+    assert value("storywatch_records_consumed_total", {"stage": "enrich", "topic": run.topics.raw_articles}) == len(
+        STREAM
+    )
+    for kind in ("created", "matched"):
+        assert value("storywatch_story_events_total", {"type": kind}) == sum(e.type == kind for e in events)
+    assert value("storywatch_topic_matches_total", {"topic": "missile launches"}) == 1
+    assert value("storywatch_stories_active") == len({svc.resolve(s) for s in run.assigned.values()})
+    assert value("storywatch_latency_seconds_count", {"hop": "fetched_to_enriched"}) == len(STREAM)
+    assert value("storywatch_consumer_lag", {"stage": "enrich"}) is not None
