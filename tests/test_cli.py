@@ -21,8 +21,8 @@ def sw(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     "command",
     [
         ["run"], ["ingest"], ["enrich"], ["alerts"], ["alerts", "list"], ["alerts", "retry"],
-        ["config", "check"], ["feeds", "check"], ["feeds", "import"], ["replay"],
-        ["topics", "score"], ["eval", "clustering"],
+        ["config", "check"], ["config", "reference"], ["feeds", "check"], ["feeds", "import"], ["replay"],
+        ["topics", "score"], ["eval", "clustering"], ["status"], ["web"], ["backtest"],
     ],
     ids=lambda c: " ".join(c),
 )
