@@ -236,14 +236,26 @@ class AlertsService:
     def prune(self, cutoff: datetime) -> int:
         """Delete what is older than ``cutoff``; returns how many documents went."""
         limit = cutoff.isoformat()
-        stale_stories = [k for k, d in self.store.scan(NS_STORIES) if (d.get("updated_at") or "") < limit]
-        stale_marks = [k for k, d in self.store.scan(NS_PUBLISHED) if d.get("at", "") < limit]
-        for ns, keys in ((NS_STORIES, stale_stories), (NS_PUBLISHED, stale_marks)):
+
+        def stale_story(d: dict[str, Any]) -> bool:
+            return bool((d.get("updated_at") or "") < limit)
+
+        def stale_mark(d: dict[str, Any]) -> bool:
+            return bool(d.get("at", "") < limit)
+
+        removed = 0
+        for ns, stale in ((NS_STORIES, stale_story), (NS_PUBLISHED, stale_mark)):
+            keys = [k for k, d in self.store.scan(ns) if stale(d)]
             for i in range(0, len(keys), 500):
                 with self.store.transaction():
                     for key in keys[i : i + 500]:
-                        self.store.delete(ns, key)
-        removed = len(stale_stories) + len(stale_marks) + self.deliveries.prune(cutoff)
+                        # Again inside the transaction: another replica may have updated
+                        # the document since the scan.
+                        doc = self.store.get(ns, key)
+                        if doc is not None and stale(doc):
+                            self.store.delete(ns, key)
+                            removed += 1
+        removed += self.deliveries.prune(cutoff)
         if removed:
             log.info("pruned alert state", extra=kv(items=removed, before=limit))
         return removed
