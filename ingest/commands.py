@@ -1,4 +1,4 @@
-"""Operator commands: ``storywatch feeds check`` and ``storywatch feeds import``.
+"""Operator commands: ``storywatch feeds check``, ``feeds import`` and ``feeds enable``.
 
 ``check_feeds`` polls every configured feed once with the same fetcher, parser and
 normaliser as the service, but publishes nothing and writes nothing: it is safe to run
@@ -23,7 +23,7 @@ from ingest.fetch import Fetcher
 from ingest.hosts import HostLimiter
 from ingest.poll import Poller, PollOutcome
 from ingest.schedule import FeedState
-from ingest.service import feed_specs, load_state
+from ingest.service import NS_FEEDS, feed_specs, load_state
 from ingest.urls import canonical_url
 from storywatch.clock import Clock, SystemClock
 from storywatch.errors import FeedParseError
@@ -187,3 +187,24 @@ def _append_feeds(text: str, data: dict[str, Any], added: list[dict[str, str]]) 
     data = dict(data)
     data["feeds"] = list(data.get("feeds") or []) + added
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def enable_feed(settings: Settings, store: Store, which: str, out: TextIO) -> int:
+    """Give a feed that a 410 disabled (or that keeps failing) a fresh start.
+
+    ``which`` is the feed's name or URL. The state in the store is reset (errors, back-off,
+    disabled), keeping the validators; a running ingest stage polls it within a minute.
+    Returns 0, or 1 when no configured feed matches.
+    """
+    specs = [s for s in feed_specs(settings) if which in (s.key, s.name)]
+    if not specs:
+        print(f"no configured feed is named or located {which!r}; `storywatch status` lists them", file=out)
+        return 1
+    for spec in specs:
+        state = load_state(store, spec)
+        fresh = replace(
+            state, status="new", error_count=0, failing_since=None, next_check_at=None, last_error=None
+        )
+        store.put(NS_FEEDS, spec.key, fresh.to_doc(), tag=fresh.status)
+        print(f"enabled {spec.key} (was {state.status}); the ingest stage polls it within a minute", file=out)
+    return 0

@@ -119,6 +119,7 @@ class IngestService:
         self.producer = bus.producer()
         self._pool = ThreadPoolExecutor(self.cfg.global_concurrency, thread_name_prefix="ingest-poll")
         self._states = {spec.key: load_state(store, spec) for spec in self.specs}
+        self._disabled_checked_at: datetime | None = None
         self._commit_lock = threading.Lock()
         self._round_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -190,7 +191,20 @@ class IngestService:
     def tick(self) -> int:
         """Poll the feeds that are due now; return articles published."""
         now = self.clock.now()
+        self._reenabled(now)
         return self._round([s for s in self.specs if self._states[s.key].due(now)], window=_BATCH_WINDOW_S)
+
+    def _reenabled(self, now: datetime) -> None:
+        """Pick up, about once a minute, disabled feeds that ``storywatch feeds enable`` freed."""
+        if self._disabled_checked_at is not None and (now - self._disabled_checked_at).total_seconds() < 60:
+            return
+        self._disabled_checked_at = now
+        for spec in self.specs:
+            if self._states[spec.key].status == "disabled":
+                state = load_state(self.store, spec)
+                if state.status != "disabled":
+                    log.info("feed enabled again", extra=kv(feed_url=spec.key))
+                    self._states[spec.key] = state
 
     def _tick_job(self) -> None:
         try:

@@ -342,6 +342,18 @@ def feeds_check(config_path: Path | None, as_json: bool) -> None:
         sys.exit(check_feeds(settings, store, as_json, sys.stdout))
 
 
+@feeds.command(name="enable")
+@config_option
+@click.argument("feed")
+def feeds_enable(config_path: Path | None, feed: str) -> None:
+    """Reset a disabled (410) or failing FEED, by name or URL, so it is polled again."""
+    from ingest.commands import enable_feed
+
+    settings = load(config_path)
+    with _store(settings) as store:
+        sys.exit(enable_feed(settings, store, feed, sys.stdout))
+
+
 @feeds.command(name="import")
 @config_option
 @click.argument("opml", type=click.Path(exists=True, path_type=Path))

@@ -109,6 +109,31 @@ def test_410_disables_the_feed(server: FeedServer, harness: Harness) -> None:
     assert harness.store.get_tag(NS_FEEDS, url) == "disabled"
 
 
+def test_feeds_enable_brings_a_disabled_feed_back_to_a_running_service(
+    server: FeedServer, harness: Harness
+) -> None:
+    import io
+
+    from ingest.commands import enable_feed
+
+    url = server.script("/gone.xml", Reply(410))
+    settings = make_settings(harness.tmp_path, [url])
+    svc = harness.service(settings)
+    svc.drain()
+    assert svc.state(url).status == "disabled"
+
+    out = io.StringIO()
+    assert enable_feed(settings, harness.store, "no-such-feed", out) == 1
+    assert "no configured feed" in out.getvalue()
+    server.feed("/gone.xml", WIRE)  # the publisher brought it back
+    assert enable_feed(settings, harness.store, url, out) == 0
+    assert "was disabled" in out.getvalue()
+    harness.clock.advance(seconds=61)
+    svc.tick()  # the running service notices within a minute and polls it
+    assert svc.state(url).status == "ok"
+    assert server.hits("/gone.xml") == 2 and len(harness.articles(settings)) == 2
+
+
 def test_permanent_redirect_updates_the_stored_url(server: FeedServer, harness: Harness) -> None:
     server.feed("/new.xml", WIRE, etag='"n1"')
     old = server.redirect("/old.xml", "/new.xml", status=301)
