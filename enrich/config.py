@@ -44,7 +44,7 @@ class ClusterConfig(BaseModel):
     ``enrich/QUALITY.md`` for why these values.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     similarity_z: float = Field(2.5, ge=0, le=10)
     """A candidate's cosine must be at least ``mean - similarity_z * sd`` of the cosines at which

@@ -265,10 +265,11 @@ def config_check(file: Path | None, show: bool) -> None:
 @config.command(name="reference")
 def config_reference() -> None:
     """Print every config key with its type and default, as Markdown."""
+    from enrich.config import ClusterConfig
     from storywatch.settings import Settings
     from storywatch.settings.reference import markdown
 
-    click.echo(markdown(Settings))
+    click.echo(markdown(Settings, expand={"enrich.cluster": ClusterConfig}))
 
 
 @main.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
@@ -58,14 +59,19 @@ def _submodels(tp: Any) -> list[type[BaseModel]]:
     return out
 
 
-def rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+def rows(
+    model: type[BaseModel], prefix: str = "", expand: Mapping[str, type[BaseModel]] | None = None
+) -> list[tuple[str, str, str, str]]:
+    """One row per key. ``expand`` documents free-form mappings (``dict[str, Any]``
+    sections checked by a stage) with the model that stage validates them against."""
+    expand = expand or {}
     out = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
-        subs = _submodels(field.annotation)
+        subs = [expand[key]] if key in expand else _submodels(field.annotation)
         is_list = typing.get_origin(field.annotation) is list
-        is_dict = typing.get_origin(field.annotation) is dict
-        doc = (field.description or "").replace("|", "\\|")
+        is_dict = typing.get_origin(field.annotation) is dict and key not in expand
+        doc = " ".join((field.description or "").split()).replace("|", "\\|")
         out.append((key, _type_name(field.annotation), _default(field), doc))
         for sub in subs:
             sub_prefix = f"{key}[]." if is_list else f"{key}.<name>." if is_dict else f"{key}."
@@ -73,11 +79,11 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, 
                 kind = sub.model_fields.get("kind")
                 tag = typing.get_args(kind.annotation)[0] if kind is not None else sub.__name__
                 sub_prefix += f"({tag}) "
-            out.extend(r for r in rows(sub, sub_prefix) if not r[0].endswith("kind") or len(subs) == 1)
+            out.extend(r for r in rows(sub, sub_prefix, expand) if not r[0].endswith("kind") or len(subs) == 1)
     return out
 
 
-def markdown(model: type[BaseModel]) -> str:
+def markdown(model: type[BaseModel], expand: Mapping[str, type[BaseModel]] | None = None) -> str:
     lines = ["| key | type | default | notes |", "|---|---|---|---|"]
-    lines += [f"| `{k}` | {t} | {d} | {n} |" for k, t, d, n in rows(model) if k != "base_dir"]
+    lines += [f"| `{k}` | {t} | {d} | {n} |" for k, t, d, n in rows(model, expand=expand) if k != "base_dir"]
     return "\n".join(lines)
