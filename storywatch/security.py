@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,14 +40,16 @@ class PermissionProblem:
         return f"{self.path} (mode {self.mode:04o}) is {' and '.join(self.reasons)}; run: chmod o-r,g-w {self.path}"
 
 
-def permission_problems(paths: Iterable[Path]) -> list[PermissionProblem]:
+def permission_problems(paths: Iterable[Path], public: Iterable[Path] = ()) -> list[PermissionProblem]:
     """The files among ``paths`` readable by other users or writable by their group.
 
-    Paths that do not exist (yet) are skipped: the bus and store files are created on
-    first start, under the process umask.
+    Files in ``public`` may be readable by anyone (a config file holds no secrets: the
+    loader refuses them), so only a group-writable one is reported. Paths that do not
+    exist (yet) are skipped; storywatch creates its bus and store files as 0600.
     """
     problems: list[PermissionProblem] = []
     seen: set[Path] = set()
+    readable_ok = {Path(p) for p in public}
     for path in paths:
         path = Path(path)
         if path in seen:
@@ -57,7 +60,7 @@ def permission_problems(paths: Iterable[Path]) -> list[PermissionProblem]:
         except OSError:
             continue
         reasons = []
-        if mode & WORLD_READABLE:
+        if mode & WORLD_READABLE and path not in readable_ok:
             reasons.append("readable by other users")
         if mode & GROUP_WRITABLE:
             reasons.append("writable by its group")
@@ -92,6 +95,15 @@ def _file_refs(node: Any) -> Iterator[str]:
     elif isinstance(node, list):
         for value in node:
             yield from _file_refs(value)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist (SQLite gives its WAL and
+    shared-memory files the mode of the database file)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
 
 
 def sensitive_paths(config_path: Path, settings: Any) -> list[Path]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from storywatch.bus.base import Record
 from storywatch.errors import BusError
+from storywatch.security import create_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS offsets (
 
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

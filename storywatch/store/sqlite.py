@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from storywatch.errors import StoreError
+from storywatch.security import create_private
 from storywatch.store.base import Doc
 
 _SCHEMA = """
@@ -39,6 +40,7 @@ class SQLiteStore:
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                create_private(self.path)
             self._conn = sqlite3.connect(
                 str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
