@@ -193,11 +193,16 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
 
 def _origin_of(loc: list[str], origin: dict[str, str], default: str) -> str:
     """Where the value at ``loc`` came from: the longest matching override, else the section's file."""
+    found = default
     for n in range(len(loc), 0, -1):
-        found = origin.get(".".join(loc[:n]))
-        if found:
-            return found
-    return default
+        if origin.get(".".join(loc[:n])):
+            found = origin[".".join(loc[:n])]
+            break
+    # A whole-section check (store.kind postgres needs store.dsn) may fail because of an
+    # override of one of its keys: name those too.
+    prefix = ".".join(loc) + "."
+    inside = sorted(v for k, v in origin.items() if loc and k.startswith(prefix) and v.startswith("environment"))
+    return f"{found} (with {', '.join(inside)})" if inside and not found.startswith("environment") else found
 
 
 _SECRET_KEYS = {"password", "token", "webhook_url", "url", "signing_secret", "sasl_password"}

@@ -279,6 +279,15 @@ def test_literal_secret_from_environment_override_is_rejected_and_never_echoed(t
     assert "environment variable STORYWATCH__BUS__SASL_PASSWORD: bus.sasl_password: secrets must not" in str(info.value)
 
 
+def test_a_section_error_caused_by_an_override_names_the_variable(tmp_path: Path) -> None:
+    path = write_files(tmp_path, {MAIN: "store: {kind: sqlite}\n"})
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={"STORYWATCH__STORE__KIND": "postgres"})
+    assert "(with environment variable STORYWATCH__STORE__KIND): store: store.kind postgres needs store.dsn" in str(
+        info.value
+    )
+
+
 def test_secret_reference_in_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_files(tmp_path, {MAIN: "{}\n"})
     environ = {"STORYWATCH__BUS__SASL_PASSWORD": "{env: SW_TEST_SASL}", "SW_TEST_SASL": SECRET}
