@@ -31,9 +31,10 @@ COPY config ./config
 COPY seeds ./seeds
 
 # State (SQLite store, embedded bus) lives in a volume owned by an unprivileged user.
+# /app/var is where the default config's file channel appends alerts (../var/alerts.jsonl).
 RUN useradd --system --uid 10001 --home-dir /var/lib/storywatch --shell /usr/sbin/nologin storywatch \
-    && mkdir -p /var/lib/storywatch \
-    && chown storywatch /var/lib/storywatch
+    && mkdir -p /var/lib/storywatch /app/var \
+    && chown storywatch /var/lib/storywatch /app/var
 USER storywatch
 VOLUME ["/var/lib/storywatch"]
 

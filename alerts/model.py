@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from storywatch.schema import Alert, ArticleRef, StorySnapshot, TopicMatch
+from storywatch.text import shorten
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,6 @@ def message_id(key: str, channel: str, domain: str = "storywatch.invalid") -> st
     """An RFC 5322 Message-ID derived from the delivery key, the same on every resend."""
     digest = hashlib.sha256(delivery_key(key, channel).encode()).hexdigest()[:32]
     return f"<{digest}@{domain}>"
-
-
-def shorten(text: str, limit: int) -> str:
-    """``text`` cut at a word boundary to at most ``limit`` characters, with an ellipsis."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space > limit // 2:
-        cut = cut[:space]
-    return cut.rstrip(" ,;:.-") + "…"
 
 
 def story_alert(

@@ -357,6 +357,9 @@ class AlertsService:
         self.metrics.alerts.labels(channel=channel, state="sent").inc()
         now = self.clock.now()
         for a in doc.get("items") or [doc["alert"]]:
+            if a.get("created_at"):  # the story event's time: when enrich emitted it
+                waited = (now - datetime.fromisoformat(a["created_at"])).total_seconds()
+                self.metrics.latency.labels(hop="enriched_to_alerted").observe(max(0.0, waited))
             first = a.get("first_seen")
             if first and not a.get("follow_up"):
                 age = (now - datetime.fromisoformat(first)).total_seconds()

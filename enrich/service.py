@@ -62,6 +62,7 @@ from storywatch.observe import LagProbe, Metrics
 from storywatch.schema import Article, DeadLetter, EmbeddedArticle, decode
 from storywatch.settings import Settings
 from storywatch.store import Store
+from storywatch.text import shorten
 from storywatch.views import NS_STORIES, story_documents
 
 log = logging.getLogger("storywatch.enrich")
@@ -494,7 +495,7 @@ class EnrichService:
             url=art.url,
             source=source,
             published=art.published,
-            lead=" ".join(art.summary.split())[:_LEAD_CHARS],
+            lead=shorten(art.summary, _LEAD_CHARS),
         )
         for ev in self.events.on_assignment(assignment, info, scores):
             producer.publish(self._topics.story_events, ev.story_id, ev.to_bytes())

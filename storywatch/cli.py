@@ -425,7 +425,18 @@ def _load_quiet(config_path: Path | None) -> Settings:
 
 def entrypoint() -> None:
     try:
-        main(standalone_mode=True)
+        # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1.
+        code = main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("storywatch: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("storywatch: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except StorywatchError as exc:  # pragma: no cover - last resort
         click.echo(f"storywatch: {exc}", err=True)
         sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

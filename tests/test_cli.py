@@ -73,3 +73,28 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     proc = sw("run", "--once", "--config", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2
     assert "file not found" in proc.stderr
+
+
+def test_ctrl_c_exits_130(tmp_path: Path) -> None:
+    """A command interrupted before it could finish says so and exits 130 (services stop
+    cleanly on SIGINT instead, see tests/e2e)."""
+    import json
+    import signal
+    import time
+
+    data = tmp_path / "articles.jsonl"
+    rows = (
+        {"id": f"a{i}", "title": f"Report {i} on event {i % 97}", "text": "", "story": str(i % 97),
+         "published": "2026-01-01T00:00:00Z"}
+        for i in range(20_000)
+    )
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storywatch", "eval", "clustering", "--input", str(data)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err

@@ -33,6 +33,18 @@ def test_the_same_event_twice_gives_one_alert(harness_factory: Any) -> None:
     assert [a.key for a in h.published()] == ["topic_appears/floods:s1:1"]
 
 
+def test_sent_alerts_are_counted_and_timed_per_hop(harness_factory: Any) -> None:
+    h = harness_factory()
+    h.send(event(at=T0))
+    h.clock.advance(3)
+    h.drain()
+    value = h.service.metrics.registry.get_sample_value
+    assert value("storywatch_alert_deliveries_total", {"channel": "file", "state": "sent"}) == 1
+    assert value("storywatch_latency_seconds_count", {"hop": "enriched_to_alerted"}) == 1
+    assert value("storywatch_latency_seconds_sum", {"hop": "enriched_to_alerted"}) == 3
+    assert value("storywatch_latency_seconds_count", {"hop": "published_to_alerted"}) == 1
+
+
 def test_crash_before_commit_redelivers_without_duplicates(harness_factory: Any) -> None:
     h = harness_factory()
     h.send(event("matched", "s1"), event("matched", "s2"))
