@@ -11,8 +11,8 @@ Arrangements, all in the same run:
 
 - ``1 worker``: one process using every core (the baseline);
 - ``2 workers``: two such processes (on a 2-core host they share the same cores);
-- ``1 worker, 1 thread`` and ``2 workers, 1 thread each``: torch limited to one thread
-  per process, which shows how throughput follows the cores workers are given;
+- ``1 worker, 1 thread`` and ``2 workers, 1 thread each``: ``enrich.embed.threads: 1``,
+  which shows how throughput follows the cores workers are given;
 - the story writer (``--role cluster``) alone over the embedded articles: the ceiling
   of the split, since every embedded article goes through that one process.
 
@@ -107,7 +107,7 @@ def workers(config: Path, role: str, n: int, threads: int | None) -> Iterator[li
     ports = [free_port() for _ in range(n)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if threads:
-        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env["STORYWATCH__ENRICH__EMBED__THREADS"] = str(threads)
     procs = [
         subprocess.Popen(
             [STORYWATCH, "enrich", "--role", role, "--config", str(config)],

@@ -88,6 +88,7 @@ def embed_config(settings: Settings) -> EmbedConfig:
             "backend": e.backend,
             "batch_size": e.batch_size,
             "lead_chars": _TEXT_CHARS.get(e.text, e.lead_chars),
+            "threads": e.threads,
         }
     )
 

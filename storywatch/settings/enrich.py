@@ -18,6 +18,9 @@ class EmbedSettings(Section):
     batch_ms: int = Field(200, ge=0)
     text: Literal["title", "title_lead", "title_text"] = "title_lead"
     lead_chars: int = Field(400, ge=0)
+    threads: int | None = Field(None, ge=1, le=256)
+    """CPU threads of the encoder; None = every core. Give each of several embed workers
+    on one host its share (two workers on two cores: 1 each), or they contend."""
 
 
 class TopicMatchSettings(Section):
