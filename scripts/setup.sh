@@ -36,4 +36,7 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "warning: /usr/bin/chromium missing; install the 'chromium' package for the dashboard tests" >&2
   fi
 fi
+# Configs are yours to keep private (storywatch warns about a config other users can
+# read); git checks them out world-readable.
+chmod o-rwx,g-w config/*.yaml
 echo "setup done: activate with 'source .venv/bin/activate'"

@@ -65,8 +65,7 @@ def load(config_path: Path | None) -> Settings:
     from storywatch.security import permission_problems, sensitive_paths
     from storywatch.settings import default_config_path
 
-    main_config = config_path or default_config_path()
-    for problem in permission_problems(sensitive_paths(main_config, settings), public=[main_config]):
+    for problem in permission_problems(sensitive_paths(config_path or default_config_path(), settings)):
         log.warning("insecure file permissions", extra=kv(path=str(problem.path), mode=f"{problem.mode:04o}"))
     return settings
 

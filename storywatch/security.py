@@ -40,16 +40,14 @@ class PermissionProblem:
         return f"{self.path} (mode {self.mode:04o}) is {' and '.join(self.reasons)}; run: chmod o-r,g-w {self.path}"
 
 
-def permission_problems(paths: Iterable[Path], public: Iterable[Path] = ()) -> list[PermissionProblem]:
+def permission_problems(paths: Iterable[Path]) -> list[PermissionProblem]:
     """The files among ``paths`` readable by other users or writable by their group.
 
-    Files in ``public`` may be readable by anyone (a config file holds no secrets: the
-    loader refuses them), so only a group-writable one is reported. Paths that do not
-    exist (yet) are skipped; storywatch creates its bus and store files as 0600.
+    Paths that do not exist (yet) are skipped; storywatch creates its bus and store
+    files as 0600 (:func:`create_private`).
     """
     problems: list[PermissionProblem] = []
     seen: set[Path] = set()
-    readable_ok = {Path(p) for p in public}
     for path in paths:
         path = Path(path)
         if path in seen:
@@ -60,7 +58,7 @@ def permission_problems(paths: Iterable[Path], public: Iterable[Path] = ()) -> l
         except OSError:
             continue
         reasons = []
-        if mode & WORLD_READABLE and path not in readable_ok:
+        if mode & WORLD_READABLE:
             reasons.append("readable by other users")
         if mode & GROUP_WRITABLE:
             reasons.append("writable by its group")
