@@ -2,7 +2,9 @@
 
 Feeds come from a local HTTP server serving seeds/feeds; alerts must reach a real SMTP
 server (aiosmtpd) and a local Slack stand-in, exactly once each. The same test runs on
-the embedded bus (three processes sharing the log file) and on the Kafka-protocol broker.
+the embedded bus (three processes sharing the log file), on the Kafka-protocol broker,
+and there again with enrich split as docker-compose.yml runs it: two embed workers and
+one story writer.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -84,66 +86,77 @@ def _config(tmp: Path, feed_base: str, smtp: SMTPServer, bus: dict[str, object])
     return path
 
 
-def _run_stages(tmp: Path, cfg: Path, slack: SlackServer) -> list[subprocess.Popen[str]]:
-    procs = []
-    for stage in ("ingest", "enrich", "alerts"):
+# Each service: a name and its storywatch command.
+STAGES = {"ingest": ["ingest"], "enrich": ["enrich"], "alerts": ["alerts"]}
+SPLIT = {
+    "ingest": ["ingest"],
+    "embed-1": ["enrich", "--role", "embed"],
+    "embed-2": ["enrich", "--role", "embed"],
+    "cluster": ["enrich", "--role", "cluster"],
+    "alerts": ["alerts"],
+}
+
+
+def _run_stages(
+    tmp: Path, cfg: Path, slack: SlackServer, services: dict[str, list[str]]
+) -> dict[str, subprocess.Popen[str]]:
+    procs = {}
+    for name, command in services.items():
         env = dict(
             os.environ,
             HF_HUB_OFFLINE="1",
             SW_E2E_SLACK_WEBHOOK=slack.webhook_url,
             # Each stage is its own service with its own state, as on separate machines.
-            STORYWATCH__STORE__PATH=str(tmp / f"{stage}-state.db"),
+            STORYWATCH__STORE__PATH=str(tmp / f"{name}-state.db"),
         )
-        log = open(tmp / f"{stage}.log", "w")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "storywatch", stage, "--config", str(cfg)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-            )
+        log = open(tmp / f"{name}.log", "w")
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "storywatch", *command, "--config", str(cfg)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
     return procs
 
 
-def _stop(procs: list[subprocess.Popen[str]], tmp: Path) -> None:
-    for p in procs:
+def _stop(procs: dict[str, subprocess.Popen[str]], tmp: Path) -> None:
+    for p in procs.values():
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    for p, stage in zip(procs, ("ingest", "enrich", "alerts"), strict=True):
+    for name, p in procs.items():
         try:
             p.wait(timeout=60)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-            pytest.fail(f"{stage} did not stop within 60 s of SIGTERM:\n{(tmp / f'{stage}.log').read_text()[-3000:]}")
+            pytest.fail(f"{name} did not stop within 60 s of SIGTERM:\n{(tmp / f'{name}.log').read_text()[-3000:]}")
 
 
-def _logs(tmp: Path) -> str:
-    return "\n".join(f"--- {s}\n{(tmp / f'{s}.log').read_text()[-2500:]}" for s in ("ingest", "enrich", "alerts"))
+def _logs(tmp: Path, names: Iterable[str]) -> str:
+    return "\n".join(f"--- {s}\n{(tmp / f'{s}.log').read_text()[-2500:]}" for s in names)
 
 
 def _missile_emails(smtp: SMTPServer) -> list[str]:
     return [str(m.message["Subject"]) for m in smtp.messages if "north korea" in str(m.message["Subject"]).lower()]
 
 
-def _pipeline(tmp: Path, feed_base: str, bus: dict[str, object]) -> None:
+def _pipeline(tmp: Path, feed_base: str, bus: dict[str, object], services: dict[str, list[str]] = STAGES) -> None:
     with SMTPServer() as smtp, SlackServer() as slack:
         cfg = _config(tmp, feed_base, smtp, bus)
-        procs = _run_stages(tmp, cfg, slack)
+        procs = _run_stages(tmp, cfg, slack, services)
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 if _missile_emails(smtp) and any("North Korea" in m.text for m in slack.messages):
                     break
-                dead = [p for p in procs if p.poll() is not None]
-                assert not dead, f"a stage exited early:\n{_logs(tmp)}"
+                dead = [name for name, p in procs.items() if p.poll() is not None]
+                assert not dead, f"{dead} exited early:\n{_logs(tmp, services)}"
                 time.sleep(0.5)
             else:
-                pytest.fail(f"no missile alert within 300 s:\n{_logs(tmp)}")
+                pytest.fail(f"no missile alert within 300 s:\n{_logs(tmp, services)}")
             # Let the stages run a few more poll rounds: nothing may arrive twice.
             time.sleep(8)
         finally:
             _stop(procs, tmp)
-        assert [p.returncode for p in procs] == [0, 0, 0], _logs(tmp)
+        assert {name: p.returncode for name, p in procs.items()} == dict.fromkeys(services, 0), _logs(tmp, services)
         email_keys = [str(m.message["X-Storywatch-Key"]) for m in smtp.messages]
         slack_keys = [k for m in slack.messages for k in re.findall(r"storywatch `([^`]+)`", json.dumps(m.blocks))]
         assert len(slack_keys) == len(slack.messages), "every Slack message carries its idempotency key"
@@ -163,18 +176,29 @@ def test_pipeline_on_embedded_bus(tmp_path: Path, feed_server: str) -> None:
     _pipeline(tmp_path, feed_server, {"kind": "embedded", "path": str(tmp_path / "bus.db")})
 
 
+def _kafka(bootstrap: str) -> dict[str, object]:
+    suffix = uuid.uuid4().hex[:8]
+    names = ("raw_articles", "embedded_articles", "story_events", "feed_health", "alerts", "dead_letters")
+    return {
+        "kind": "kafka",
+        "bootstrap_servers": [bootstrap],
+        "max_poll_interval_ms": 3000,
+        "partitions": 2,
+        "topics": {name: f"e2e-{suffix}.{name}" for name in names},
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.kafka
 def test_pipeline_on_kafka(tmp_path: Path, feed_server: str, kafka_broker: str) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    bus = {
-        "kind": "kafka",
-        "bootstrap_servers": [kafka_broker],
-        "max_poll_interval_ms": 3000,
-        "partitions": 2,
-        "topics": {
-            name: f"e2e-{suffix}.{name}"
-            for name in ("raw_articles", "story_events", "feed_health", "alerts", "dead_letters")
-        },
-    }
-    _pipeline(tmp_path, feed_server, bus)
+    _pipeline(tmp_path, feed_server, _kafka(kafka_broker))
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_pipeline_on_kafka_with_embed_workers_and_one_story_writer(
+    tmp_path: Path, feed_server: str, kafka_broker: str
+) -> None:
+    _pipeline(tmp_path, feed_server, _kafka(kafka_broker), SPLIT)
+    embedded = [(tmp_path / f"embed-{i}.log").read_text() for i in (1, 2)]
+    assert all("Traceback" not in log for log in embedded)
