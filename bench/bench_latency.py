@@ -21,7 +21,7 @@ Deployments measured (``--deploy``, default ``embedded``):
 Before measuring, warm-up items are published until an alert arrives on both channels
 (model load, consumer group joins). Not collected by pytest (it is not a test).
 
-Usage: ``python bench/bench_latency.py [--items 100] [--interval 2] [--deploy embedded kafka kafka-pg]``
+Usage: ``python bench/bench_latency.py [--items 100] [--interval 2] [--deploy embedded kafka kafka-pg] [--svg F]``
 """
 
 from __future__ import annotations
@@ -33,15 +33,13 @@ import json
 import os
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -52,6 +50,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import Stages, line_chart  # noqa: E402
 from tests.feedserver import FeedServer, Reply, rss  # noqa: E402
 from tests.servers import Reply as HTTPReply  # noqa: E402
 from tests.servers import Request, SlackServer, SMTPServer  # noqa: E402
@@ -221,50 +220,6 @@ def config(tmp: Path, feed_url: str, smtp: SMTPServer, interval: float, bus: dic
     return path
 
 
-@dataclass
-class Deployment:
-    name: str
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
-
-    def start(self, cfg: Path, stages: list[str], env: dict[str, str], tmp: Path) -> None:
-        for stage in stages:
-            log = tmp / f"{stage}.log"
-            self.logs.append(log)
-            stage_env = dict(env)
-            if stage != "run" and "STORYWATCH__STORE__KIND" not in env:
-                stage_env["STORYWATCH__STORE__PATH"] = str(tmp / f"{stage}-state.db")
-            with log.open("wb") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "storywatch", stage, "--config", str(cfg)],
-                        cwd=ROOT,
-                        env=stage_env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-
-    def check(self) -> None:
-        for p, log in zip(self.procs, self.logs, strict=True):
-            if p.poll() is not None:
-                raise RuntimeError(f"{log.stem} exited with {p.returncode}:\n{log.read_text()[-3000:]}")
-
-    def tail(self) -> str:
-        return "\n".join(f"--- {log.stem}\n{log.read_text()[-2000:]}" for log in self.logs)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
 # -- measuring ----------------------------------------------------------------------
 
 
@@ -288,7 +243,7 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
-def wait_for(cond: Any, timeout: float, deploy: Deployment, what: str) -> None:
+def wait_for(cond: Any, timeout: float, deploy: Stages, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         deploy.check()
@@ -331,9 +286,13 @@ def measure(args: argparse.Namespace, deploy_name: str) -> Result:
             env["STORYWATCH__STORE__DSN"] = "{env: SW_BENCH_PG_DSN}"
             env["SW_BENCH_PG_DSN"] = pg.new_database("bench")
         cfg = config(tmp, server.url(FEED_PATH), smtp, args.interval, bus)
-        deploy = Deployment(deploy_name)
+        deploy = Stages(tmp)
         stack.callback(deploy.stop)
-        deploy.start(cfg, stages, env, tmp)
+        for stage in stages:
+            stage_env = dict(env)
+            if stage != "run" and "STORYWATCH__STORE__KIND" not in env:
+                stage_env["STORYWATCH__STORE__PATH"] = str(tmp / f"{stage}-state.db")
+            deploy.start(stage, cfg, stage_env)
 
         # Warm-up: the model loads on the first batch, Kafka groups join; not measured.
         t_warm = t_last = time.monotonic()
@@ -420,6 +379,26 @@ def report(results: list[Result]) -> None:
     print("extra: messages beyond one per item (other rules, warm-up items), not repeats of one alert")
 
 
+def plot(results: list[Result], path: Path) -> None:
+    """The latency distribution (share of alerts arrived within x seconds) per deployment and channel."""
+    series = []
+    for r in results:
+        for ch in ("email", "slack"):
+            lat = sorted(r.latency[ch])
+            n = r.items
+            series.append((f"{r.deploy}: {ch}", [(0.0, 0.0)] + [(t, (k + 1) / n * 100) for k, t in enumerate(lat)]))
+    goal = results[0].interval + 5.0
+    series.append((f"goal: p95 within {goal:g} s", [(goal, 0.0), (goal, 95.0), (0.0, 95.0)]))
+    line_chart(
+        path,
+        f"storywatch feed-to-alert latency, feeds polled every {results[0].interval:g} s",
+        series,
+        "seconds from publication in the feed to the alert's arrival",
+        "alerts arrived (%)",
+        dashed=lambda label: label.startswith("goal") or label.endswith("slack"),
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--items", type=int, default=100, help="measured items per deployment (default 100)")
@@ -433,9 +412,12 @@ def main() -> None:
         help="deployments to measure (default: embedded)",
     )
     ap.add_argument("--json", type=Path, help="also write the raw latencies here")
+    ap.add_argument("--svg", type=Path, help="also plot the latency distributions here")
     args = ap.parse_args()
     results = [measure(args, d) for d in args.deploy]
     report(results)
+    if args.svg:
+        plot(results, args.svg)
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
 

@@ -330,7 +330,11 @@ class EnrichService:
     def _encoder(self) -> Embedder:
         if self._embedder is None:
             log.info("loading embedding model", extra=kv(model=self._model_name))
+            started = time.monotonic()
             self._embedder = make_embedder(self._embed_cfg)
+            log.info(
+                "embedding model loaded", extra=kv(model=self._model_name, seconds=round(time.monotonic() - started, 2))
+            )
         return self._embedder
 
     @property
