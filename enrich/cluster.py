@@ -185,7 +185,8 @@ class StoryClusterer:
             if sim < c.min_similarity:
                 continue
             ovl = overlap(weights, *self._profile(story))
-            if self._accepts(story, sim, ovl, len(weights)) and (best is None or (sim, ovl) > (best_sim, best_ovl)):
+            pace = self._pace(story, at) if article.published is not None else None
+            if self._accepts(story, sim, ovl, len(weights), pace) and (best is None or (sim, ovl) > (best_sim, best_ovl)):
                 best, best_sim, best_ovl = story, sim, ovl
 
         created = best is None
@@ -244,7 +245,7 @@ class StoryClusterer:
             z(ovl, story.ovl_n, *story.overlap_stats, c.prior_overlap),
         )
 
-    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int) -> bool:
+    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int, pace: float | None = None) -> bool:
         """The join rule; the overlap gate widens for articles with few terms.
 
         An overlap measured on a six-word headline is a noisy estimate: its error shrinks
@@ -258,8 +259,10 @@ class StoryClusterer:
         if sim < c.min_similarity:
             return False
         zs, zo = self._standardise(story, sim, ovl)
-        if self._dormant(story):
+        if self._dormant(story) or (pace is not None and c.cool_gaps is not None and pace > c.cool_gaps):
             return zs >= c.dormant_z and zo >= -overlap_z
+        if pace is not None and c.active_gaps is not None and pace <= c.active_gaps:
+            return zs >= -c.similarity_z
         if c.combined_z is not None:
             return zs + zo >= -c.combined_z
         if zs < -c.similarity_z:
@@ -299,6 +302,26 @@ class StoryClusterer:
             story.profile_docs = docs
         return story.profile, story.profile_norm
 
+    def _pace(self, story: Story, at: datetime) -> float | None:
+        """How long ``story`` has been idle at ``at``, in units of its own mean gap between articles."""
+        if story.article_count < 2:
+            return None
+        gap = (story.last_seen - story.first_seen).total_seconds() / (story.article_count - 1)
+        if gap <= 0:
+            return None
+        return max((at - story.last_seen).total_seconds(), 0.0) / gap
+
+    def _co_active(self, a: Story, b: Story) -> bool:
+        """Whether two stories ran at the same time: their spans overlap or lie within a few of their mean gaps."""
+        gaps = [
+            (s.last_seen - s.first_seen).total_seconds() / (s.article_count - 1) for s in (a, b) if s.article_count > 1
+        ]
+        gap = max(gaps, default=0.0)
+        if gap <= 0:
+            return False
+        apart = max((a.first_seen - b.last_seen).total_seconds(), (b.first_seen - a.last_seen).total_seconds(), 0.0)
+        return apart <= self.config.co_active_gaps * gap
+
     def _dormant(self, story: Story) -> bool:
         now = self.now if self.clock is None else max(self.now, self.clock.now())
         return now - story.last_seen > timedelta(hours=self.config.dormant_after_hours)
@@ -311,9 +334,12 @@ class StoryClusterer:
             if other is story or self._dormant(other):
                 continue
             sim = float(centroid @ other.centroid)
-            if self.join_sims.standardise(sim) < c.merge_z:
+            bar = c.merge_z
+            if c.merge_active_z is not None and self._co_active(story, other):
+                bar = c.merge_active_z
+            if self.join_sims.standardise(sim) < bar:
                 continue
-            if self.join_overlaps.standardise(overlap(self._profile(story)[0], *self._profile(other))) < c.merge_z:
+            if self.join_overlaps.standardise(overlap(self._profile(story)[0], *self._profile(other))) < bar:
                 continue
             keep, gone = (other, story) if other.label < story.label else (story, other)
             keep.absorb(gone, c.recent_vectors, c.profile_terms, c.max_sources)

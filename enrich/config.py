@@ -98,6 +98,10 @@ class ClusterConfig(BaseModel):
     """A story without articles for this long is dormant..."""
     dormant_z: float = Field(0.0, ge=-10, le=10)
     """...and takes only articles at least ``mean + dormant_z * sd`` close (story cohesion), with shared terms."""
+    active_gaps: float | None = Field(3.0, ge=0)
+    """EXPERIMENT: a story idle for at most this many of its own mean gaps drops the overlap gate."""
+    cool_gaps: float | None = Field(50.0, ge=0)
+    """EXPERIMENT: a story idle for more than this many of its own mean gaps is treated as dormant."""
     evict_after_hours: float = Field(14 * 24.0, gt=0)
     """A story without articles for this long is forgotten (state and index)."""
     max_stories: int = Field(50_000, ge=10)
@@ -106,6 +110,10 @@ class ClusterConfig(BaseModel):
     merge_z: float = Field(0.0, ge=-10, le=10)
     """Two stories whose centroids are ``median + merge_z * spread`` close, and whose terms overlap
     typically, are merged."""
+    merge_active_z: float | None = Field(-1.0, ge=-10, le=10)
+    """EXPERIMENT: merge bar for two stories that ran at the same time."""
+    co_active_gaps: float = Field(3.0, ge=0)
+    """EXPERIMENT: stories closer in time than this many mean gaps ran at the same time."""
     velocity_window_hours: float = Field(6.0, gt=0)
     """Velocity is articles per hour over this window before the story's last article."""
     key_terms: int = Field(10, ge=0, le=100)
