@@ -303,24 +303,19 @@ class StoryClusterer:
         return story.profile, story.profile_norm
 
     def _pace(self, story: Story, at: datetime) -> float | None:
-        """How long ``story`` has been idle at ``at``, in units of its own mean gap between articles."""
-        if story.article_count < 2:
-            return None
-        gap = (story.last_seen - story.first_seen).total_seconds() / (story.article_count - 1)
-        if gap <= 0:
+        """How long ``story`` has been idle at ``at``, in units of its recent mean gap between articles."""
+        gap = story.recent_gap(self.config.pace_window)
+        if gap is None:
             return None
         return max((at - story.last_seen).total_seconds(), 0.0) / gap
 
     def _co_active(self, a: Story, b: Story) -> bool:
-        """Whether two stories ran at the same time: their spans overlap or lie within a few of their mean gaps."""
-        gaps = [
-            (s.last_seen - s.first_seen).total_seconds() / (s.article_count - 1) for s in (a, b) if s.article_count > 1
-        ]
-        gap = max(gaps, default=0.0)
-        if gap <= 0:
+        """Whether two stories ran at the same time: close in time, in units of their recent gaps."""
+        gaps = [g for g in (a.recent_gap(self.config.pace_window), b.recent_gap(self.config.pace_window)) if g]
+        if not gaps:
             return False
         apart = max((a.first_seen - b.last_seen).total_seconds(), (b.first_seen - a.last_seen).total_seconds(), 0.0)
-        return apart <= self.config.co_active_gaps * gap
+        return apart <= self.config.co_active_gaps * max(gaps)
 
     def _dormant(self, story: Story) -> bool:
         now = self.now if self.clock is None else max(self.now, self.clock.now())

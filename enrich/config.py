@@ -110,8 +110,10 @@ class ClusterConfig(BaseModel):
     merge_z: float = Field(0.0, ge=-10, le=10)
     """Two stories whose centroids are ``median + merge_z * spread`` close, and whose terms overlap
     typically, are merged."""
-    merge_active_z: float | None = Field(-1.0, ge=-10, le=10)
+    merge_active_z: float | None = Field(-1.5, ge=-10, le=10)
     """EXPERIMENT: merge bar for two stories that ran at the same time."""
+    pace_window: int = Field(32, ge=2, le=512)
+    """EXPERIMENT: a story's pace is its mean gap over this many latest articles."""
     co_active_gaps: float = Field(3.0, ge=0)
     """EXPERIMENT: stories closer in time than this many mean gaps ran at the same time."""
     velocity_window_hours: float = Field(6.0, gt=0)

@@ -169,6 +169,14 @@ class Story:
             if len(self.fingerprints) > _MAX_FINGERPRINTS:
                 self.fingerprints.popleft()
 
+    def recent_gap(self, window: int) -> float | None:
+        """Mean seconds between the story's last ``window`` articles; None without two distinct times."""
+        if len(self.times) < 2:
+            return None
+        recent = sorted(self.times)[-window:]
+        gap = (recent[-1] - recent[0]).total_seconds() / (len(recent) - 1)
+        return gap if gap > 0 else None
+
     def velocity(self, window: timedelta) -> float:
         """Articles per hour published in ``window`` before the story's latest article."""
         start = self.last_seen - window
