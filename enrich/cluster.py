@@ -176,6 +176,7 @@ class StoryClusterer:
 
         best: Story | None = None
         best_sim = best_ovl = -1.0
+        best_score = (-9.0, -9.0, -9.0)
         duplicate = False
         for story in self._nearest(vec, c.candidates):
             sim = float(vec @ story.centroid)
@@ -186,8 +187,12 @@ class StoryClusterer:
                 continue
             ovl = overlap(weights, *self._profile(story))
             pace = self._pace(story, at) if article.published is not None else None
-            if self._accepts(story, sim, ovl, len(weights), pace) and (best is None or (sim, ovl) > (best_sim, best_ovl)):
-                best, best_sim, best_ovl = story, sim, ovl
+            if not self._accepts(story, sim, ovl, len(weights), pace):
+                continue
+            zs, zo = self._standardise(story, sim, ovl)
+            score = (zs + zo, sim, ovl)
+            if best is None or score > best_score:
+                best, best_sim, best_ovl, best_score = story, sim, ovl, score
 
         created = best is None
         if best is None:
