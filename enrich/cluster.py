@@ -266,8 +266,6 @@ class StoryClusterer:
         zs, zo = self._standardise(story, sim, ovl)
         if self._dormant(story) or (pace is not None and c.cool_gaps is not None and pace > c.cool_gaps):
             return zs >= c.dormant_z and zo >= -overlap_z
-        if pace is not None and c.active_gaps is not None and pace <= c.active_gaps:
-            return zs >= -c.similarity_z
         if c.combined_z is not None:
             return zs + zo >= -c.combined_z
         if zs < -c.similarity_z:

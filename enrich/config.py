@@ -98,8 +98,6 @@ class ClusterConfig(BaseModel):
     """A story without articles for this long is dormant..."""
     dormant_z: float = Field(0.0, ge=-10, le=10)
     """...and takes only articles at least ``mean + dormant_z * sd`` close (story cohesion), with shared terms."""
-    active_gaps: float | None = Field(3.0, ge=0)
-    """EXPERIMENT: a story idle for at most this many of its own mean gaps drops the overlap gate."""
     cool_gaps: float | None = Field(50.0, ge=0)
     """EXPERIMENT: a story idle for more than this many of its own mean gaps is treated as dormant."""
     evict_after_hours: float = Field(14 * 24.0, gt=0)
