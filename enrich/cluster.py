@@ -11,13 +11,17 @@ Each article is assigned, as it arrives, to an existing story or starts a new on
    shrunk towards a prior while the story is young): a candidate joins when its cosine
    is typical of the story, and either its term overlap is typical too (the gate widens
    for articles with few terms) or its cosine is unusually strong.
-3. Time matters when dates exist: a story idle for ``dormant_after_hours`` takes only
-   very close articles; after ``evict_after_hours`` (or beyond ``max_stories``) it is
-   forgotten. Stream time is the article's ``published`` time, else the injected clock.
+   Of several acceptable stories the article goes to the one it is most typical of on
+   both counts (highest sum of the two standardised scores), not merely the closest.
+3. Time matters when dates exist: a story idle for ``dormant_after_hours``, or for many
+   times its own recent gap between articles (a burst gone cold), takes only very close
+   articles; after ``evict_after_hours`` (or beyond ``max_stories``) it is forgotten.
+   Stream time is the article's ``published`` time, else the injected clock.
 4. A copy of an article already in the story (same normalised title or text, or a
    near-identical vector) corroborates it: it adds a source but not content.
 5. When a story grows close to another, the younger is merged into the older and the
    merge is recorded; story ids never change (an id is derived from the first article).
+   Two stories that ran at the same time merge at a lower bar: a burst split in two.
 
 The whole state snapshots to a JSON-able dict (:meth:`StoryClusterer.to_state`).
 """
@@ -176,7 +180,7 @@ class StoryClusterer:
 
         best: Story | None = None
         best_sim = best_ovl = -1.0
-        best_score = (-9.0, -9.0, -9.0)
+        best_score = (-np.inf, -np.inf, -np.inf)
         duplicate = False
         for story in self._nearest(vec, c.candidates):
             sim = float(vec @ story.centroid)
@@ -186,12 +190,12 @@ class StoryClusterer:
             if sim < c.min_similarity:
                 continue
             ovl = overlap(weights, *self._profile(story))
-            pace = self._pace(story, at) if article.published is not None else None
-            if not self._accepts(story, sim, ovl, len(weights), pace):
+            if not self._accepts(story, sim, ovl, len(weights), self._cooling(story, at)):
                 continue
-            zs, zo = self._standardise(story, sim, ovl)
-            score = (zs + zo, sim, ovl)
-            if best is None or score > best_score:
+            # Of several acceptable stories (two same-kind events), the one this article is
+            # most typical of on both counts, not merely the closest by cosine.
+            score = (sum(self._standardise(story, sim, ovl)), sim, ovl)
+            if score > best_score:
                 best, best_sim, best_ovl, best_score = story, sim, ovl, score
 
         created = best is None
@@ -250,7 +254,7 @@ class StoryClusterer:
             z(ovl, story.ovl_n, *story.overlap_stats, c.prior_overlap),
         )
 
-    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int, pace: float | None = None) -> bool:
+    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int, cooling: bool = False) -> bool:
         """The join rule; the overlap gate widens for articles with few terms.
 
         An overlap measured on a six-word headline is a noisy estimate: its error shrinks
@@ -264,7 +268,7 @@ class StoryClusterer:
         if sim < c.min_similarity:
             return False
         zs, zo = self._standardise(story, sim, ovl)
-        if self._dormant(story) or (pace is not None and c.cool_gaps is not None and pace > c.cool_gaps):
+        if cooling or self._dormant(story):
             return zs >= c.dormant_z and zo >= -overlap_z
         if c.combined_z is not None:
             return zs + zo >= -c.combined_z
@@ -305,12 +309,17 @@ class StoryClusterer:
             story.profile_docs = docs
         return story.profile, story.profile_norm
 
-    def _pace(self, story: Story, at: datetime) -> float | None:
-        """How long ``story`` has been idle at ``at``, in units of its recent mean gap between articles."""
+    def _cooling(self, story: Story, at: datetime) -> bool:
+        """Idle at ``at`` for more than ``cool_after_gaps`` of the story's own recent gaps.
+
+        Dormancy after a fixed 72 h suits a story that runs for days; a burst of headlines
+        that came seconds apart has gone cold after minutes. Unknown pace: not cooling.
+        """
+        limit = self.config.cool_after_gaps
+        if limit is None:
+            return False
         gap = story.recent_gap(self.config.pace_window)
-        if gap is None:
-            return None
-        return max((at - story.last_seen).total_seconds(), 0.0) / gap
+        return gap is not None and (at - story.last_seen).total_seconds() > limit * gap
 
     def _co_active(self, a: Story, b: Story) -> bool:
         """Whether two stories ran at the same time: close in time, in units of their recent gaps."""
@@ -333,8 +342,8 @@ class StoryClusterer:
                 continue
             sim = float(centroid @ other.centroid)
             bar = c.merge_z
-            if c.merge_active_z is not None and self._co_active(story, other):
-                bar = c.merge_active_z
+            if c.co_active_merge_z is not None and self._co_active(story, other):
+                bar = c.co_active_merge_z
             if self.join_sims.standardise(sim) < bar:
                 continue
             if self.join_overlaps.standardise(overlap(self._profile(story)[0], *self._profile(other))) < bar:
