@@ -341,12 +341,12 @@ class StoryClusterer:
             if other is story or self._dormant(other):
                 continue
             sim = float(centroid @ other.centroid)
+            ovl = overlap(self._profile(story)[0], *self._profile(other))
             bar = c.merge_z
             if c.co_active_merge_z is not None and self._co_active(story, other):
-                bar = c.co_active_merge_z
-            if self.join_sims.standardise(sim) < bar:
-                continue
-            if self.join_overlaps.standardise(overlap(self._profile(story)[0], *self._profile(other))) < bar:
+                if min(self._standardise(s, sim, ovl)[0] for s in (story, other)) >= -c.similarity_z:
+                    bar = c.co_active_merge_z
+            if self.join_sims.standardise(sim) < bar or self.join_overlaps.standardise(ovl) < bar:
                 continue
             keep, gone = (other, story) if other.label < story.label else (story, other)
             keep.absorb(gone, c.recent_vectors, c.profile_terms, c.max_sources)

@@ -111,8 +111,9 @@ class ClusterConfig(BaseModel):
     """Two stories whose centroids are ``median + merge_z * spread`` close, and whose terms overlap
     typically, are merged."""
     co_active_merge_z: float | None = Field(-1.5, ge=-10, le=10)
-    """Merge bar (in place of ``merge_z``) for two stories that ran at the same time: a burst that
-    split in two is more likely one story than two stories far apart in time. None = off."""
+    """Merge bar (in place of ``merge_z``) for two stories that ran at the same time, provided each
+    would take the other's centroid by its own cosine gate: a burst that split in two is more likely
+    one story than two stories far apart in time. None = off."""
     co_active_gaps: float = Field(3.0, ge=0)
     """Two stories ran at the same time when their spans overlap or lie within this many of their
     recent gaps between articles."""
