@@ -11,13 +11,17 @@ Each article is assigned, as it arrives, to an existing story or starts a new on
    shrunk towards a prior while the story is young): a candidate joins when its cosine
    is typical of the story, and either its term overlap is typical too (the gate widens
    for articles with few terms) or its cosine is unusually strong.
-3. Time matters when dates exist: a story idle for ``dormant_after_hours`` takes only
-   very close articles; after ``evict_after_hours`` (or beyond ``max_stories``) it is
-   forgotten. Stream time is the article's ``published`` time, else the injected clock.
+   Of several acceptable stories the article goes to the one it is most typical of on
+   both counts (highest sum of the two standardised scores), not merely the closest.
+3. Time matters when dates exist: a story idle for ``dormant_after_hours``, or for many
+   times its own recent gap between articles (a burst gone cold), takes only very close
+   articles; after ``evict_after_hours`` (or beyond ``max_stories``) it is forgotten.
+   Stream time is the article's ``published`` time, else the injected clock.
 4. A copy of an article already in the story (same normalised title or text, or a
    near-identical vector) corroborates it: it adds a source but not content.
 5. When a story grows close to another, the younger is merged into the older and the
    merge is recorded; story ids never change (an id is derived from the first article).
+   Two stories that ran at the same time merge at a lower bar: a burst split in two.
 
 The whole state snapshots to a JSON-able dict (:meth:`StoryClusterer.to_state`).
 """
@@ -176,6 +180,7 @@ class StoryClusterer:
 
         best: Story | None = None
         best_sim = best_ovl = -1.0
+        best_score = (-np.inf, -np.inf, -np.inf)
         duplicate = False
         for story in self._nearest(vec, c.candidates):
             sim = float(vec @ story.centroid)
@@ -185,8 +190,13 @@ class StoryClusterer:
             if sim < c.min_similarity:
                 continue
             ovl = overlap(weights, *self._profile(story))
-            if self._accepts(story, sim, ovl, len(weights)) and (best is None or (sim, ovl) > (best_sim, best_ovl)):
-                best, best_sim, best_ovl = story, sim, ovl
+            if not self._accepts(story, sim, ovl, len(weights), self._cooling(story, at)):
+                continue
+            # Of several acceptable stories (two same-kind events), the one this article is
+            # most typical of on both counts, not merely the closest by cosine.
+            score = (sum(self._standardise(story, sim, ovl)), sim, ovl)
+            if score > best_score:
+                best, best_sim, best_ovl, best_score = story, sim, ovl, score
 
         created = best is None
         if best is None:
@@ -244,7 +254,7 @@ class StoryClusterer:
             z(ovl, story.ovl_n, *story.overlap_stats, c.prior_overlap),
         )
 
-    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int) -> bool:
+    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int, cooling: bool = False) -> bool:
         """The join rule; the overlap gate widens for articles with few terms.
 
         An overlap measured on a six-word headline is a noisy estimate: its error shrinks
@@ -258,7 +268,7 @@ class StoryClusterer:
         if sim < c.min_similarity:
             return False
         zs, zo = self._standardise(story, sim, ovl)
-        if self._dormant(story):
+        if cooling or self._dormant(story):
             return zs >= c.dormant_z and zo >= -overlap_z
         if c.combined_z is not None:
             return zs + zo >= -c.combined_z
@@ -299,6 +309,26 @@ class StoryClusterer:
             story.profile_docs = docs
         return story.profile, story.profile_norm
 
+    def _cooling(self, story: Story, at: datetime) -> bool:
+        """Idle at ``at`` for more than ``cool_after_gaps`` of the story's own recent gaps.
+
+        Dormancy after a fixed 72 h suits a story that runs for days; a burst of headlines
+        that came seconds apart has gone cold after minutes. Unknown pace: not cooling.
+        """
+        limit = self.config.cool_after_gaps
+        if limit is None:
+            return False
+        gap = story.recent_gap(self.config.pace_window)
+        return gap is not None and (at - story.last_seen).total_seconds() > limit * gap
+
+    def _co_active(self, a: Story, b: Story) -> bool:
+        """Whether two stories ran at the same time: close in time, in units of their recent gaps."""
+        gaps = [g for g in (a.recent_gap(self.config.pace_window), b.recent_gap(self.config.pace_window)) if g]
+        if not gaps:
+            return False
+        apart = max((a.first_seen - b.last_seen).total_seconds(), (b.first_seen - a.last_seen).total_seconds(), 0.0)
+        return apart <= self.config.co_active_gaps * max(gaps)
+
     def _dormant(self, story: Story) -> bool:
         now = self.now if self.clock is None else max(self.now, self.clock.now())
         return now - story.last_seen > timedelta(hours=self.config.dormant_after_hours)
@@ -311,9 +341,12 @@ class StoryClusterer:
             if other is story or self._dormant(other):
                 continue
             sim = float(centroid @ other.centroid)
-            if self.join_sims.standardise(sim) < c.merge_z:
-                continue
-            if self.join_overlaps.standardise(overlap(self._profile(story)[0], *self._profile(other))) < c.merge_z:
+            ovl = overlap(self._profile(story)[0], *self._profile(other))
+            bar = c.merge_z
+            if c.co_active_merge_z is not None and self._co_active(story, other):
+                if min(self._standardise(s, sim, ovl)[0] for s in (story, other)) >= -c.similarity_z:
+                    bar = c.co_active_merge_z
+            if self.join_sims.standardise(sim) < bar or self.join_overlaps.standardise(ovl) < bar:
                 continue
             keep, gone = (other, story) if other.label < story.label else (story, other)
             keep.absorb(gone, c.recent_vectors, c.profile_terms, c.max_sources)

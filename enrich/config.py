@@ -98,6 +98,10 @@ class ClusterConfig(BaseModel):
     """A story without articles for this long is dormant..."""
     dormant_z: float = Field(0.0, ge=-10, le=10)
     """...and takes only articles at least ``mean + dormant_z * sd`` close (story cohesion), with shared terms."""
+    cool_after_gaps: float | None = Field(50.0, gt=0)
+    """A story idle for more than this many of its own recent gaps between articles (its pace, see
+    ``pace_window``) is cooling and, like a dormant one, takes only very close articles. Scale-free:
+    seconds for a burst of wire copies, days for a slow story. None = off; needs article times."""
     evict_after_hours: float = Field(14 * 24.0, gt=0)
     """A story without articles for this long is forgotten (state and index)."""
     max_stories: int = Field(50_000, ge=10)
@@ -106,6 +110,15 @@ class ClusterConfig(BaseModel):
     merge_z: float = Field(0.0, ge=-10, le=10)
     """Two stories whose centroids are ``median + merge_z * spread`` close, and whose terms overlap
     typically, are merged."""
+    co_active_merge_z: float | None = Field(-1.5, ge=-10, le=10)
+    """Merge bar (in place of ``merge_z``) for two stories that ran at the same time, provided each
+    would take the other's centroid by its own cosine gate: a burst that split in two is more likely
+    one story than two stories far apart in time. None = off."""
+    co_active_gaps: float = Field(3.0, ge=0)
+    """Two stories ran at the same time when their spans overlap or lie within this many of their
+    recent gaps between articles."""
+    pace_window: int = Field(32, ge=2, le=512)
+    """A story's pace is its mean gap between articles over this many latest ones."""
     velocity_window_hours: float = Field(6.0, gt=0)
     """Velocity is articles per hour over this window before the story's last article."""
     key_terms: int = Field(10, ge=0, le=100)

@@ -15,6 +15,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -168,6 +169,18 @@ class Story:
             self.fingerprints.append(fp)
             if len(self.fingerprints) > _MAX_FINGERPRINTS:
                 self.fingerprints.popleft()
+
+    def recent_gap(self, window: int) -> float | None:
+        """Mean seconds between the story's latest ``window`` articles (its pace).
+
+        None while that is unknown: fewer than two articles, or all at one instant (a stream
+        without dates and without a clock).
+        """
+        recent = list(islice(reversed(self.times), window))
+        if len(recent) < 2:
+            return None
+        gap = (max(recent) - min(recent)).total_seconds() / (len(recent) - 1)
+        return gap if gap > 0 else None
 
     def velocity(self, window: timedelta) -> float:
         """Articles per hour published in ``window`` before the story's latest article."""

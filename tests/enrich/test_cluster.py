@@ -155,6 +155,42 @@ def test_dormancy_uses_the_injected_clock_when_articles_have_no_date() -> None:
     assert b.created
 
 
+@pytest.mark.parametrize(("cool_after_gaps", "joins"), [(None, True), (50.0, False)], ids=["off", "cooled"])
+def test_burst_story_cools_after_many_of_its_own_gaps(cool_after_gaps: float | None, joins: bool) -> None:
+    rng = np.random.default_rng(2)
+    first, v = _pair(rng)
+    c = StoryClusterer(DIM, ClusterConfig(cool_after_gaps=cool_after_gaps))
+    a = c.assign(first)
+    for i in (1, 2):  # a burst: one article a second
+        text = f"Dockers in Dunmore out, minute {i}."
+        c.assign(ClusterInput(f"d1{i}", first.title, text, near(v, 0.9, rng), T0 + timedelta(seconds=i)))
+    later = ClusterInput(
+        "d2", "Dunmore harbour strike goes on", "Dockers in Dunmore still out.", near(v, 0.62, rng),
+        T0 + timedelta(hours=1), "s2",
+    )
+    assert (c.assign(later).story_id == a.story_id) is joins
+
+
+@pytest.mark.parametrize(("b_after_seconds", "merges"), [(5, True), (3600, False)], ids=["co-active", "apart"])
+def test_co_active_stories_merge_at_a_lower_bar(b_after_seconds: int, merges: bool) -> None:
+    rng = np.random.default_rng(6)
+    a_vec = unit(rng.normal(size=DIM))
+    b_vec = near(a_vec, 0.2, rng)
+    c = StoryClusterer(DIM, ClusterConfig(merge_z=10.0, co_active_merge_z=-10.0))
+    text = "Flooding in Marrow Valley forced 300 families from their homes."
+    a = c.assign(ClusterInput("m1", "Marrow Valley floods", text, a_vec, T0))
+    b_at = T0 + timedelta(seconds=b_after_seconds)
+    b = c.assign(ClusterInput("m2", "Marrow Valley evacuated", text[:40] + " Families left.", b_vec, b_at))
+    assert b.created and b.story_id != a.story_id
+    mid = unit(a_vec + b_vec)
+    merged = [
+        c.assign(ClusterInput(f"m{i}", "Marrow Valley flood", "Marrow Valley floods.", mid, T0 + timedelta(seconds=t)))
+        for i, t in ((3, 10), (4, 20))
+    ]
+    assert any(m.merged_from for m in merged) is merges
+    assert (c.resolve(b.story_id) == a.story_id) is merges
+
+
 def test_eviction_bounds_the_state() -> None:
     rng = np.random.default_rng(4)
     c = StoryClusterer(DIM, ClusterConfig(max_stories=10, dormant_after_hours=1, evict_after_hours=5))
