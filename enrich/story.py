@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from enrich.packing import pack_array, unpack_array
+
 _NON_WORD = re.compile(r"[\W_]+")
 _MAX_FINGERPRINTS = 64
 _MAX_TIMES = 512
@@ -243,14 +245,14 @@ class Story:
         return {
             "id": self.id,
             "label": self.label,
-            "vec_sum": self.vec_sum.tolist(),
+            "vec_sum": pack_array(self.vec_sum),
             "vec_count": self.vec_count,
-            "recent": [v.astype(np.float32).tolist() for v in self.recent],
+            "recent": [pack_array(v) for v in self.recent],
             "fingerprints": list(self.fingerprints),
             "term_counts": dict(self.term_counts),
             "entity_terms": sorted(self.entity_terms),
             "headline": self.headline,
-            "headline_vec": None if self.headline_vec is None else self.headline_vec.tolist(),
+            "headline_vec": None if self.headline_vec is None else pack_array(self.headline_vec),
             "first_seen": self.first_seen.isoformat(),
             "last_seen": self.last_seen.isoformat(),
             "article_count": self.article_count,
@@ -264,17 +266,17 @@ class Story:
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> Story:
-        vec_sum = np.asarray(s["vec_sum"], dtype=np.float64)
+        vec_sum = unpack_array(s["vec_sum"])
         story = cls(str(s["id"]), int(s["label"]), vec_sum.shape[0])
         story.vec_sum = vec_sum
         story.vec_count = int(s["vec_count"])
-        story.recent = deque(np.asarray(v, dtype=np.float16) for v in s["recent"])
+        story.recent = deque(unpack_array(v, np.float16) for v in s["recent"])
         story.fingerprints = deque(s["fingerprints"])
         story.term_counts = {str(k): int(v) for k, v in s["term_counts"].items()}
         story.entity_terms = set(s["entity_terms"])
         story.headline = s["headline"]
         hv = s["headline_vec"]
-        story.headline_vec = None if hv is None else np.asarray(hv, dtype=np.float32)
+        story.headline_vec = None if hv is None else unpack_array(hv, np.float32)
         story.first_seen = datetime.fromisoformat(s["first_seen"])
         story.last_seen = datetime.fromisoformat(s["last_seen"])
         story.article_count = int(s["article_count"])
