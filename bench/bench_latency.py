@@ -50,7 +50,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Stages, line_chart  # noqa: E402
+from bench.common import MISSILE_TOPIC, Stages, line_chart  # noqa: E402
 from tests.feedserver import FeedServer, Reply, rss  # noqa: E402
 from tests.servers import Reply as HTTPReply  # noqa: E402
 from tests.servers import Request, SlackServer, SMTPServer  # noqa: E402
@@ -187,17 +187,7 @@ def config(tmp: Path, feed_url: str, smtp: SMTPServer, interval: float, bus: dic
         # Every bulletin its own story: the benchmark wants one alert per item.
         "enrich": {"cluster": {"min_similarity": 0.99}},
         "topics": [
-            {
-                "name": "missile launches",
-                "description": "A country test-fires or launches ballistic, cruise or hypersonic missiles.",
-                "examples": [
-                    "North Korea fires ballistic missile into the sea off its east coast",
-                    "Iran test-fires new medium-range ballistic missile",
-                ],
-                "counter_examples": ["Rocket company launches communications satellites into orbit"],
-                "severity": "high",
-                "channels": ["email", "slack"],
-            }
+            MISSILE_TOPIC | {"channels": ["email", "slack"]},
         ],
         "alerts": {
             "channels": {

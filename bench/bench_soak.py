@@ -60,7 +60,7 @@ from xml.sax.saxutils import escape
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Stages, line_chart, write_config  # noqa: E402
+from bench.common import MISSILE_TOPIC, Stages, line_chart, write_config  # noqa: E402
 from storywatch.bus.embedded import EmbeddedBus  # noqa: E402
 from storywatch.settings.core import TopicNames  # noqa: E402
 from tests.feedserver import FeedServer, Reply, rss  # noqa: E402
@@ -201,17 +201,7 @@ EVENT_KINDS: dict[str, dict[str, list[str]]] = {
 }  # fmt: skip
 
 TOPICS = [
-    {
-        "name": "missile launches",
-        "description": "A country test-fires or launches ballistic, cruise or hypersonic missiles.",
-        "examples": [
-            "North Korea fires ballistic missile into the sea off its east coast",
-            "Iran test-fires new medium-range ballistic missile",
-        ],
-        "counter_examples": ["Rocket company launches communications satellites into orbit"],
-        "severity": "high",
-        "channels": ["file"],
-    },
+    MISSILE_TOPIC | {"channels": ["file"]},
     {
         "name": "vehicle recalls",
         "description": "A car maker recalls vehicles over a safety defect.",

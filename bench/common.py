@@ -17,6 +17,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 Series = tuple[str, Sequence[tuple[float, float]]]
+MISSILE_TOPIC: dict[str, Any] = {
+    "name": "missile launches",
+    "description": "A country test-fires or launches ballistic, cruise or hypersonic missiles.",
+    "examples": [
+        "North Korea fires ballistic missile into the sea off its east coast",
+        "Iran test-fires new medium-range ballistic missile",
+    ],
+    "counter_examples": ["Rocket company launches communications satellites into orbit"],
+    "severity": "high",
+}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"]
 
 
