@@ -11,6 +11,8 @@ created by the CLI and handed to the stages it runs. :class:`ObserveServer` serv
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,9 +20,29 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from storywatch.logs import kv
+
+log = logging.getLogger("storywatch.observe")
+
 # Hops of one article's journey, for the latency histograms.
 HOPS = ("published_to_fetched", "fetched_to_enriched", "enriched_to_alerted", "published_to_alerted")
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threaded HTTP server whose request errors go to the log, not to stderr.
+
+    A probe that hangs up mid-request is routine, not an error; anything else is logged
+    as one structured line instead of socketserver's bare traceback.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            return
+        log.warning("http request failed", extra=kv(client=str(client_address[0]), error=repr(exc)))
 
 
 class Metrics:
@@ -132,8 +154,7 @@ class ObserveServer:
             def log_message(self, format: str, *args: Any) -> None:
                 """Probes every few seconds would flood the log; stay quiet."""
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = QuietHTTPServer((host, port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="observe-http", daemon=True)
 
     @property

@@ -30,12 +30,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import brotli
+
+from storywatch.observe import QuietHTTPServer
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,7 @@ class FeedServer:
         self._stop = threading.Event()
         self.requests: list[Request] = []
         self.dynamic: Any = None  # callable(path, headers) -> Reply | None, used by bench mode
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = QuietHTTPServer((host, port), _handler(self))
         self._httpd.block_on_close = False  # idle keep-alive connections must not delay stop()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="feedserver"
