@@ -86,9 +86,8 @@ class EnrichSettings(Section):
     cluster: dict[str, Any] = Field(default_factory=dict)
     topic_threshold: float = Field(0.43, ge=-1, le=1)
     """Default score a story needs to match a watched topic (cosine scale). With
-    all-MiniLM-L6-v2, 0.43 gave F1 0.89 on 10 topics over the 982 full-text ECB+ articles,
-    0.83 on 20 hand-written topics over 187 headlines with leads, and 0.54 on four broad
-    news categories over 534 UCI headlines."""
+    all-MiniLM-L6-v2, 0.43 gives F1 0.85 on 10 event topics over the 982 ECB+ articles and
+    0.65 on four broad news categories over 531 UCI headlines (``bench/bench_topics.py``)."""
     snapshot_every: int = Field(200, ge=1)
     """Snapshot the enrich state (and commit the bus offsets) after this many articles."""
     role: Literal["all", "embed", "cluster"] = "all"
