@@ -10,8 +10,11 @@ After publishing an event it also updates the story's document in ``enrich.stori
 (:func:`storywatch.views.story_documents`), the read model of the dashboard.
 
 Restart safety: every ``snapshot_every`` articles (and when idle, on drain and on close)
-the service flushes its events, then writes ONE store document holding the clusterer and
-event state *and the offsets it covers*, and only then commits the bus offsets. After a crash the
+the service flushes its events, then writes in ONE store transaction the clusterer and
+event state *and the offsets it covers*, and only then commits the bus offsets. Each story
+of the clusterer is a document of its own (``story:ID``), rewritten only when it changed
+since the last snapshot: the state of every story, idle or not, was most of a backfill's
+enrich time when it was written whole every few hundred articles. After a crash the
 bus may redeliver records the snapshot already covers (crash between the snapshot and
 the commit): they are skipped by offset. Records after the snapshot are processed again
 from the snapshot's state, and since assignment is deterministic they get the same
@@ -51,7 +54,7 @@ from enrich.cluster import ClusterInput, StoryClusterer
 from enrich.config import ClusterConfig, EmbedConfig
 from enrich.embed import Embedder, article_text, make_embedder
 from enrich.events import ArticleInfo, StoryEvents
-from enrich.packing import pack_floats, unpack_floats
+from enrich.packing import unpack_floats
 from enrich.story import StoryState
 from enrich.topics import TopicMatcher
 from storywatch.bus import Bus, Consumer, Producer, Record
@@ -71,7 +74,8 @@ log = logging.getLogger("storywatch.enrich")
 STATE_KEY = "state"
 LEASE_KEY = "writer"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
+STORY_KEY_PREFIX = "story:"
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
 _JOIN_WAIT_S = 30.0
@@ -143,6 +147,7 @@ class EnrichService:
         self._matcher: TopicMatcher | None = None
         self._clusterer: StoryClusterer | None = None
         self._clusterer_state: dict[str, Any] | None = None
+        self._saved_stories: dict[str, dict[str, Any]] = {}
         self.events = StoryEvents(self.cfg.events, settings.topics)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -208,6 +213,7 @@ class EnrichService:
             self._consumer = None
         self._clusterer = None
         self._clusterer_state = None
+        self._saved_stories = {}
         self.events = StoryEvents(self.cfg.events, self.settings.topics)
         self._covered = {}
         self._loaded = False
@@ -286,12 +292,26 @@ class EnrichService:
         self._loaded = True
         if not doc:
             return
-        if doc.get("version") not in (1, SNAPSHOT_VERSION):  # 1: the same, floats as JSON lists
+        # 1: floats as JSON lists; 2: floats packed, the stories inside the snapshot.
+        if doc.get("version") not in (1, 2, SNAPSHOT_VERSION):
             raise StoreError(f"enrich snapshot has unsupported version {doc.get('version')!r}")
         self._covered = {str(k): int(v) for k, v in doc["offsets"].items()}
         self._clusterer_state = doc["clusterer"]
+        if doc["version"] == SNAPSHOT_VERSION and doc["clusterer"] is not None:
+            self._clusterer_state = self._load_stories(doc["clusterer"])
         self.events.load_state(doc["events"])
         log.info("restored enrich snapshot", extra=kv(articles=doc.get("articles", 0), offsets=self._covered))
+
+    def _load_stories(self, clusterer: dict[str, Any]) -> dict[str, Any]:
+        """The clusterer state of a snapshot with its stories read back from their documents."""
+        stories = []
+        for sid in clusterer["story_ids"]:
+            story = self.store.get(self.cfg.state_namespace, STORY_KEY_PREFIX + sid)
+            if story is None:
+                raise StoreError(f"enrich snapshot is missing story {sid!r} ({self.cfg.state_namespace})")
+            stories.append(story)
+        self._saved_stories = {s["id"]: s for s in stories}
+        return {**{k: v for k, v in clusterer.items() if k != "story_ids"}, "stories": stories}
 
     def checkpoint(self) -> None:
         """Flush events, snapshot state with the offsets it covers, then commit the offsets."""
@@ -299,14 +319,17 @@ class EnrichService:
             return
         self._producer.flush()
         if self._pending:
+            state = self._clusterer.to_state() if self._clusterer else self._clusterer_state
+            clusterer, stories = _split_stories(state)
             doc = {
                 "version": SNAPSHOT_VERSION,
                 "offsets": self._covered,
-                "clusterer": pack_floats(self._clusterer.to_state()) if self._clusterer else self._clusterer_state,
+                "clusterer": clusterer,
                 "events": self.events.to_state(),
                 "articles": self.processed,
                 "saved_at": self.clock.now().isoformat(),
             }
+            ns, saved = self.cfg.state_namespace, self._saved_stories
             with self.store.transaction():
                 # Renewed in the snapshot's transaction: a writer whose lease was taken
                 # over cannot overwrite its successor's state.
@@ -314,7 +337,14 @@ class EnrichService:
                     log.error("lease lost: dropping unsaved story state", extra=kv(articles=self._pending))
                     self._drop_state()
                     return
-                self.store.put(self.cfg.state_namespace, STATE_KEY, doc)
+                # A story's state is the same object until it changes (Story.to_state).
+                for sid, story in stories.items():
+                    if saved.get(sid) is not story:
+                        self.store.put(ns, STORY_KEY_PREFIX + sid, story)
+                for sid in saved.keys() - stories.keys():
+                    self.store.delete(ns, STORY_KEY_PREFIX + sid)
+                self.store.put(ns, STATE_KEY, doc)
+            self._saved_stories = stories
             self._pending = 0
         self._consumer.commit()
 
@@ -532,3 +562,11 @@ class EnrichService:
 
 def _pos(rec: Record) -> str:
     return f"{rec.topic}:{rec.partition}"
+
+
+def _split_stories(state: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """A clusterer state as the snapshot document's part (story ids in order) and its stories by id."""
+    if state is None:
+        return None, {}
+    stories = {s["id"]: s for s in state["stories"]}
+    return {**{k: v for k, v in state.items() if k != "stories"}, "story_ids": list(stories)}, stories
