@@ -12,9 +12,10 @@ After publishing an event it also updates the story's document in ``enrich.stori
 Restart safety: every ``snapshot_every`` articles (and when idle, on drain and on close)
 the service flushes its events, then writes in ONE store transaction the clusterer and
 event state *and the offsets it covers*, and only then commits the bus offsets. Each story
-of the clusterer is a document of its own (``story:ID``), rewritten only when it changed
-since the last snapshot: the state of every story, idle or not, was most of a backfill's
-enrich time when it was written whole every few hundred articles. After a crash the
+of the clusterer and each story's event ledger is a document of its own (``story:ID``,
+``ledger:ID``), rewritten only when it changed since the last snapshot: the state of
+every story, idle or not, was most of a backfill's enrich time when it was written
+whole every few hundred articles. After a crash the
 bus may redeliver records the snapshot already covers (crash between the snapshot and
 the commit): they are skipped by offset. Records after the snapshot are processed again
 from the snapshot's state, and since assignment is deterministic they get the same
@@ -76,6 +77,7 @@ LEASE_KEY = "writer"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 SNAPSHOT_VERSION = 3
 STORY_KEY_PREFIX = "story:"
+LEDGER_KEY_PREFIX = "ledger:"
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
 _JOIN_WAIT_S = 30.0
@@ -148,6 +150,7 @@ class EnrichService:
         self._clusterer: StoryClusterer | None = None
         self._clusterer_state: dict[str, Any] | None = None
         self._saved_stories: dict[str, dict[str, Any]] = {}
+        self._saved_ledgers: set[str] = set()
         self.events = StoryEvents(self.cfg.events, settings.topics)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -214,6 +217,7 @@ class EnrichService:
         self._clusterer = None
         self._clusterer_state = None
         self._saved_stories = {}
+        self._saved_ledgers = set()
         self.events = StoryEvents(self.cfg.events, self.settings.topics)
         self._covered = {}
         self._loaded = False
@@ -297,9 +301,12 @@ class EnrichService:
             raise StoreError(f"enrich snapshot has unsupported version {doc.get('version')!r}")
         self._covered = {str(k): int(v) for k, v in doc["offsets"].items()}
         self._clusterer_state = doc["clusterer"]
-        if doc["version"] == SNAPSHOT_VERSION and doc["clusterer"] is not None:
-            self._clusterer_state = self._load_stories(doc["clusterer"])
-        self.events.load_state(doc["events"])
+        if doc["version"] < SNAPSHOT_VERSION:
+            self.events.load_state(doc["events"])
+        else:
+            if doc["clusterer"] is not None:
+                self._clusterer_state = self._load_stories(doc["clusterer"])
+            self._load_ledgers(doc["events"])
         log.info("restored enrich snapshot", extra=kv(articles=doc.get("articles", 0), offsets=self._covered))
 
     def _load_stories(self, clusterer: dict[str, Any]) -> dict[str, Any]:
@@ -313,6 +320,18 @@ class EnrichService:
         self._saved_stories = {s["id"]: s for s in stories}
         return {**{k: v for k, v in clusterer.items() if k != "story_ids"}, "stories": stories}
 
+    def _load_ledgers(self, events: dict[str, Any]) -> None:
+        """The events state of a snapshot with its ledgers read back from their documents."""
+        ledgers = {}
+        for sid in events["ledger_ids"]:
+            ledger = self.store.get(self.cfg.state_namespace, LEDGER_KEY_PREFIX + sid)
+            if ledger is None:
+                raise StoreError(f"enrich snapshot is missing the ledger of {sid!r} ({self.cfg.state_namespace})")
+            ledgers[sid] = ledger
+        self.events.load_state({**{k: v for k, v in events.items() if k != "ledger_ids"}, "ledgers": ledgers})
+        self.events.changed.clear()
+        self._saved_ledgers = set(ledgers)
+
     def checkpoint(self) -> None:
         """Flush events, snapshot state with the offsets it covers, then commit the offsets."""
         if self._consumer is None or self._producer is None:
@@ -321,15 +340,17 @@ class EnrichService:
         if self._pending:
             state = self._clusterer.to_state() if self._clusterer else self._clusterer_state
             clusterer, stories = _split_stories(state)
+            events = self.events.to_state()
+            ledgers: dict[str, Any] = events.pop("ledgers")
             doc = {
                 "version": SNAPSHOT_VERSION,
                 "offsets": self._covered,
                 "clusterer": clusterer,
-                "events": self.events.to_state(),
+                "events": {**events, "ledger_ids": list(ledgers)},
                 "articles": self.processed,
                 "saved_at": self.clock.now().isoformat(),
             }
-            ns, saved = self.cfg.state_namespace, self._saved_stories
+            ns, saved, changed = self.cfg.state_namespace, self._saved_stories, self.events.changed
             with self.store.transaction():
                 # Renewed in the snapshot's transaction: a writer whose lease was taken
                 # over cannot overwrite its successor's state.
@@ -343,8 +364,15 @@ class EnrichService:
                         self.store.put(ns, STORY_KEY_PREFIX + sid, story)
                 for sid in saved.keys() - stories.keys():
                     self.store.delete(ns, STORY_KEY_PREFIX + sid)
+                for sid, ledger in ledgers.items():
+                    if sid in changed or sid not in self._saved_ledgers:
+                        self.store.put(ns, LEDGER_KEY_PREFIX + sid, ledger)
+                for sid in self._saved_ledgers - ledgers.keys():
+                    self.store.delete(ns, LEDGER_KEY_PREFIX + sid)
                 self.store.put(ns, STATE_KEY, doc)
             self._saved_stories = stories
+            self._saved_ledgers = set(ledgers)
+            changed.clear()
             self._pending = 0
         self._consumer.commit()
 

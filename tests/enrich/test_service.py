@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from enrich.embed import Embedder
 from enrich.packing import pack_floats, unpack_floats
-from enrich.service import STATE_KEY, STORY_KEY_PREFIX, EnrichService
+from enrich.service import LEDGER_KEY_PREFIX, STATE_KEY, STORY_KEY_PREFIX, EnrichService
 from storywatch.bus import make_bus
 from storywatch.bus.embedded import EmbeddedBus, EmbeddedConsumer
 from storywatch.clock import FakeClock
@@ -281,7 +281,9 @@ def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, em
     r.close()
 
 
-def test_each_story_is_a_document_rewritten_only_when_it_changed(tmp_path: Path, embedder: Embedder) -> None:
+def test_each_story_and_ledger_is_a_document_rewritten_only_when_it_changed(
+    tmp_path: Path, embedder: Embedder
+) -> None:
     r = Run(tmp_path, embedder, snapshot_every=2)
     r.publish(stream())
     svc = r.service()
@@ -304,6 +306,9 @@ def test_each_story_is_a_document_rewritten_only_when_it_changed(tmp_path: Path,
     stored = {k.removeprefix(STORY_KEY_PREFIX): d for k, d in r.store.scan(ns) if k.startswith(STORY_KEY_PREFIX)}
     assert stored == json.loads(json.dumps(stories)), "merged stories deleted, the others up to date"
     assert len(written) < len(STREAM) * len(stories), "idle stories are not written again"
+    assert doc["events"]["ledger_ids"] == list(svc.events.ledgers)
+    stored = {k.removeprefix(LEDGER_KEY_PREFIX): d for k, d in r.store.scan(ns) if k.startswith(LEDGER_KEY_PREFIX)}
+    assert stored == json.loads(json.dumps(svc.events.ledgers))
     r.close()
 
 
@@ -326,10 +331,13 @@ def test_a_snapshot_with_the_stories_inside_still_restores(tmp_path: Path, embed
     assert doc is not None
     ids = doc["clusterer"].pop("story_ids")
     doc["clusterer"]["stories"] = [r.store.get(ns, STORY_KEY_PREFIX + sid) for sid in ids]
+    ledger_ids = doc["events"].pop("ledger_ids")
+    doc["events"]["ledgers"] = {sid: r.store.get(ns, LEDGER_KEY_PREFIX + sid) for sid in ledger_ids}
     doc["version"] = 2  # as the service wrote it before stories had documents of their own
     r.store.put(ns, STATE_KEY, doc)
-    for sid in ids:
-        r.store.delete(ns, STORY_KEY_PREFIX + sid)
+    for key, _ in list(r.store.scan(ns)):
+        if key.startswith((STORY_KEY_PREFIX, LEDGER_KEY_PREFIX)):
+            r.store.delete(ns, key)
     r.publish(stream()[5:])
     second = r.service()
     second.drain()
