@@ -27,7 +27,7 @@ _MAX_FINGERPRINTS = 64
 _MAX_TIMES = 512
 # Attributes that are not the story's state but derived from it (or index bookkeeping):
 # setting them leaves the cached snapshot and pace alone.
-_DERIVED = frozenset({"_centroid", "indexed", "_snapshot", "_gaps"})
+_DERIVED = frozenset({"_centroid", "indexed", "_snapshot", "_gaps", "_recent32"})
 
 
 def fingerprint(text: str) -> str:
@@ -73,6 +73,7 @@ class Story:
     def _changed(self) -> None:
         object.__setattr__(self, "_snapshot", None)
         object.__setattr__(self, "_gaps", None)
+        object.__setattr__(self, "_recent32", None)
 
     def __init__(self, story_id: str, label: int, dim: int) -> None:
         self.id = story_id
@@ -111,6 +112,12 @@ class Story:
             out = self.vec_sum / norm if norm > 0 else self.vec_sum
             self._centroid = out.astype(np.float32)
         return self._centroid
+
+    def recent_f32(self) -> list[np.ndarray]:
+        """The recent vectors (kept as float16) as float32, for the near-copy check."""
+        if self._recent32 is None:
+            self._recent32 = [r.astype(np.float32) for r in self.recent]
+        return self._recent32
 
     @property
     def cohesion(self) -> tuple[float, float]:
