@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,7 @@ LEDGER_KEY_PREFIX = "ledger:"
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
 _JOIN_WAIT_S = 30.0
+_STORY_DOCS_KEPT = 4096
 
 AssignHook = Callable[[str, str], None]
 """Called with ``(article_id, story_id)`` after each assignment (replay records them)."""
@@ -151,6 +153,10 @@ class EnrichService:
         self._clusterer_state: dict[str, Any] | None = None
         self._saved_stories: dict[str, dict[str, Any]] = {}
         self._saved_ledgers: set[str] = set()
+        # The read-model documents this writer last wrote (newest last): the next event of
+        # a story starts from its document, and reading it back from the store was a
+        # query and a JSON parse per event.
+        self._story_docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.events = StoryEvents(self.cfg.events, settings.topics)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -218,6 +224,7 @@ class EnrichService:
         self._clusterer_state = None
         self._saved_stories = {}
         self._saved_ledgers = set()
+        self._story_docs.clear()
         self.events = StoryEvents(self.cfg.events, self.settings.topics)
         self._covered = {}
         self._loaded = False
@@ -507,6 +514,19 @@ class EnrichService:
             for i, vec in zip(missing, encoded, strict=True):
                 todo[i] = (todo[i][0], todo[i][1], vec)
         # One store transaction for the batch's story documents, taken after the slow encode.
+        try:
+            self._process_in_transaction(producer, matcher, clusterer, todo)
+        except BaseException:
+            self._story_docs.clear()  # what they hold may not have been written
+            raise
+
+    def _process_in_transaction(
+        self,
+        producer: Producer,
+        matcher: TopicMatcher,
+        clusterer: StoryClusterer,
+        todo: list[tuple[Record, Article, np.ndarray | None]],
+    ) -> None:
         with self.store.transaction():
             for rec, art, vec in todo:
                 assert vec is not None
@@ -567,12 +587,21 @@ class EnrichService:
             if ev.type == "matched" and ev.match is not None:
                 self.metrics.topic_matches.labels(topic=ev.match.topic).inc()
             # The read model of the dashboard and `storywatch status`.
-            for key, doc in story_documents(ev, lambda k: self.store.get(NS_STORIES, k)).items():
+            for key, doc in story_documents(ev, self._story_doc).items():
                 self.store.put(NS_STORIES, key, doc)
+                self._story_docs[key] = doc
+                self._story_docs.move_to_end(key)
+                if len(self._story_docs) > _STORY_DOCS_KEPT:
+                    self._story_docs.popitem(last=False)
             log.info(
                 "story event",
                 extra=kv(story_id=ev.story_id, event=ev.type, revision=ev.revision, article_id=art.id),
             )
+
+    def _story_doc(self, key: str) -> dict[str, Any] | None:
+        """A story's read-model document as last written (JSON-native, so the same as stored)."""
+        doc = self._story_docs.get(key)
+        return doc if doc is not None else self.store.get(NS_STORIES, key)
 
     def _dead_letter(self, producer: Producer, rec: Record, reason: str) -> None:
         log.warning("dead letter", extra=kv(topic=rec.topic, offset=rec.offset, error=reason))
