@@ -27,7 +27,10 @@ _MAX_FINGERPRINTS = 64
 _MAX_TIMES = 512
 # Attributes that are not the story's state but derived from it (or index bookkeeping):
 # setting them leaves the cached snapshot and pace alone.
-_DERIVED = frozenset({"_centroid", "indexed", "_snapshot", "_gaps", "_recent32"})
+_DERIVED = frozenset({"_centroid", "indexed", "_snapshot", "_content", "_gaps", "_recent32"})
+# The term profile is refreshed as the stream's IDF moves, far more often than the rest
+# of an idle story changes: refreshing it leaves the rest of the snapshot cached.
+_PROFILE = frozenset({"profile", "profile_norm", "profile_docs"})
 
 
 def fingerprint(text: str) -> str:
@@ -66,12 +69,15 @@ class Story:
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name not in _DERIVED:
+        if name in _PROFILE:
+            object.__setattr__(self, "_snapshot", None)
+        elif name not in _DERIVED:
             self._changed()
         object.__setattr__(self, name, value)
 
     def _changed(self) -> None:
         object.__setattr__(self, "_snapshot", None)
+        object.__setattr__(self, "_content", None)
         object.__setattr__(self, "_gaps", None)
         object.__setattr__(self, "_recent32", None)
 
@@ -286,6 +292,15 @@ class Story:
         return self._snapshot
 
     def _build_state(self) -> dict[str, Any]:
+        if self._content is None:
+            self._content = self._build_content()
+        return {
+            **self._content,
+            "profile": None if self.profile is None else [self.profile, self.profile_norm, self.profile_docs],
+        }
+
+    def _build_content(self) -> dict[str, Any]:
+        """The snapshot but the term profile."""
         return {
             "id": self.id,
             "label": self.label,
@@ -305,7 +320,6 @@ class Story:
             "times": [t.isoformat() for t in self.times],
             "sim": [self.sim_n, self.sim_mean, self.sim_m2],
             "ovl": [self.ovl_n, self.ovl_mean, self.ovl_m2],
-            "profile": None if self.profile is None else [self.profile, self.profile_norm, self.profile_docs],
         }
 
     @classmethod
