@@ -40,7 +40,7 @@ import numpy as np
 
 from enrich.calibrate import OnlineDistribution
 from enrich.config import ClusterConfig
-from enrich.features import DocumentFrequency, extract_terms, norm, overlap
+from enrich.features import DocumentFrequency, extract_terms, norm, overlap, profile_weights, weighted_terms
 from enrich.story import Story, StoryState, fingerprint
 from storywatch.clock import Clock, utc
 
@@ -175,7 +175,7 @@ class StoryClusterer:
         vec = np.asarray(article.embedding, dtype=np.float32).reshape(-1)
         lead = article.text[: c.term_chars] if c.term_chars else ""
         terms = _merge_flags(extract_terms(article.title), extract_terms(lead))
-        weights = {t: self.df.idf(t) * (c.entity_boost if e else 1.0) for t, e in terms.items()}
+        weights = weighted_terms(terms, self.df, c.entity_boost)
         fps = [_tagged("t", fingerprint(article.title)), _tagged("b", fingerprint(article.text[:500]))]
 
         best: Story | None = None
@@ -289,7 +289,7 @@ class StoryClusterer:
         if title_fp and title_fp in story.fingerprints:
             return True
         limit = self.config.near_duplicate_similarity
-        return any(float(vec @ r.astype(np.float32)) >= limit for r in story.recent)
+        return any(float(vec @ r) >= limit for r in story.recent_f32())
 
     def _profile(self, story: Story) -> tuple[dict[str, float], float]:
         """The story's IDF-weighted term profile and its norm.
@@ -300,11 +300,7 @@ class StoryClusterer:
         docs = self.df.docs
         if story.profile is None or docs >= story.profile_docs * 1.05 + 1:
             n = max(story.vec_count, 1)
-            boost = self.config.entity_boost
-            story.profile = {
-                t: (k / n) * self.df.idf(t) * (boost if t in story.entity_terms else 1.0)
-                for t, k in story.term_counts.items()
-            }
+            story.profile = profile_weights(story.term_counts, n, story.entity_terms, self.df, self.config.entity_boost)
             story.profile_norm = norm(story.profile)
             story.profile_docs = docs
         return story.profile, story.profile_norm
@@ -402,7 +398,7 @@ class StoryClusterer:
     def _state(self, story: Story) -> StoryState:
         c = self.config
         profile = self._profile(story)[0]
-        ranked = sorted(profile, key=lambda t: (-profile[t], t))
+        ranked = [t for _, t in sorted([(-w, t) for t, w in profile.items()])]  # by weight, then term
         entities = [t for t in ranked if t in story.entity_terms][: c.key_terms]
         key_terms = [t for t in ranked if t not in story.entity_terms][: c.key_terms]
         velocity = story.velocity(timedelta(hours=c.velocity_window_hours))

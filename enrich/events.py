@@ -67,6 +67,8 @@ class StoryEvents:
         self.cfg = settings
         self.topics = {t.name: t for t in topics}
         self.ledgers: dict[str, dict[str, Any]] = {}
+        self.changed: set[str] = set()
+        """Ids of the ledgers created or changed since the owner last cleared this (snapshots)."""
         self.article_story: dict[str, str] = {}
         self.aliases: dict[str, str] = {}
         self.baseline: dict[str, float] = {"n": 0, "velocity": 0.0, "sources": 0.0}
@@ -83,6 +85,7 @@ class StoryEvents:
         sid = assignment.story_id
         self.now = article.at if self.now is None else max(self.now, article.at)
         ledger = self.ledgers.get(sid)
+        self.changed.add(sid)
         kinds: list[tuple[str, dict[str, Any]]] = []
         if ledger is None:
             ledger = self.ledgers[sid] = _new_ledger()
@@ -260,8 +263,9 @@ class StoryEvents:
         """
         sid = self.story_of(article_id)
         ledger = self.ledgers.get(sid) if sid else None
-        if ledger is None:
+        if sid is None or ledger is None:
             return False
+        self.changed.add(sid)
         for ref in ledger["refs"]:
             if ref["id"] == article_id and ref["title"] != title:
                 old = ref["title"]
@@ -300,6 +304,7 @@ class StoryEvents:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported events state version {state.get('version')!r}")
         self.ledgers = state["ledgers"]
+        self.changed = set(self.ledgers)
         self.article_story = state["article_story"]
         self.aliases = state["aliases"]
         self.baseline = state["baseline"]

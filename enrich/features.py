@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from operator import mul
 from typing import Any
 
 _TOKEN = re.compile(r"[^\W\d_][\w'’\-]*[^\W_]|[^\W\d_]|\d[\d.,:]*\d|\d")
@@ -60,6 +61,8 @@ def extract_terms(text: str, max_terms: int = 64) -> dict[str, bool]:
     title_case = _is_title_case([m.group() for m in matches])
     terms: dict[str, bool] = {}
     run: list[str] = []
+    stopwords = STOPWORDS
+    sentence_break = _SENTENCE_BREAK.search
 
     def flush() -> None:
         if 2 <= len(run) <= 4:
@@ -71,18 +74,22 @@ def extract_terms(text: str, max_terms: int = 64) -> dict[str, bool]:
         if len(terms) >= max_terms:
             break
         raw = m.group()
-        gap = text[prev_end : m.start()]
-        prev_end = m.end()
-        sentence_start = m.start() == 0 or bool(_SENTENCE_BREAK.search(gap))
-        if gap.strip():
-            flush()
-        word = _normalise(raw)
+        start, end = m.span()
+        if start == prev_end + 1 and text[prev_end] == " ":  # most tokens: one space apart
+            sentence_start = False
+        else:
+            gap = text[prev_end:start]
+            sentence_start = start == 0 or bool(sentence_break(gap))
+            if gap.strip():
+                flush()
+        prev_end = end
+        word = raw.lower().replace("’", "'").removesuffix("'s")  # _normalise, inlined: the hot loop
         if raw[0].isdigit():
             flush()
             if sum(c.isdigit() for c in raw) >= 2:
                 terms[word] = True
             continue
-        if word in STOPWORDS or len(word) < 2:
+        if word in stopwords or len(word) < 2:
             flush()
             continue
         capital = raw[0].isupper() and not title_case
@@ -149,12 +156,32 @@ class DocumentFrequency:
 
 
 def weighted_terms(terms: Mapping[str, bool], df: DocumentFrequency, entity_boost: float = 2.0) -> dict[str, float]:
-    """IDF weight of each term, multiplied by ``entity_boost`` for entity-like terms."""
-    return {t: df.idf(t) * (entity_boost if ent else 1.0) for t, ent in terms.items()}
+    """IDF weight of each term, multiplied by ``entity_boost`` for entity-like terms.
+
+    :meth:`DocumentFrequency.idf` inlined (the same arithmetic): this runs for every
+    term of every article.
+    """
+    total, counts, log = df.docs + df.prior_docs + 1, df._df, math.log
+    return {t: log(total / (counts.get(t, 0) + 1)) * (entity_boost if ent else 1.0) for t, ent in terms.items()}
+
+
+def profile_weights(
+    term_counts: Mapping[str, int], articles: int, entities: Collection[str], df: DocumentFrequency, entity_boost: float
+) -> dict[str, float]:
+    """A story's term profile: each term's share of its ``articles`` times its weight.
+
+    The same arithmetic as ``(k / articles) * df.idf(t) * boost``, with the IDF inlined.
+    """
+    total, counts, log = df.docs + df.prior_docs + 1, df._df, math.log
+    return {
+        t: (k / articles) * log(total / (counts.get(t, 0) + 1)) * (entity_boost if t in entities else 1.0)
+        for t, k in term_counts.items()
+    }
 
 
 def norm(weights: Mapping[str, float]) -> float:
-    return math.sqrt(sum(w * w for w in weights.values()))
+    values = weights.values()
+    return math.sqrt(sum(map(mul, values, values)))
 
 
 def overlap(article: Mapping[str, float], profile: Mapping[str, float], profile_norm: float | None = None) -> float:
@@ -162,7 +189,7 @@ def overlap(article: Mapping[str, float], profile: Mapping[str, float], profile_
     if not article or not profile:
         return 0.0
     small, large = (article, profile) if len(article) <= len(profile) else (profile, article)
-    dot = sum(w * large[t] for t, w in small.items() if t in large)
+    dot = sum([w * large[t] for t, w in small.items() if t in large])
     if dot <= 0.0:
         return 0.0
     na = norm(article)

@@ -10,8 +10,12 @@ After publishing an event it also updates the story's document in ``enrich.stori
 (:func:`storywatch.views.story_documents`), the read model of the dashboard.
 
 Restart safety: every ``snapshot_every`` articles (and when idle, on drain and on close)
-the service flushes its events, then writes ONE store document holding the clusterer and
-event state *and the offsets it covers*, and only then commits the bus offsets. After a crash the
+the service flushes its events, then writes in ONE store transaction the clusterer and
+event state *and the offsets it covers*, and only then commits the bus offsets. Each story
+of the clusterer and each story's event ledger is a document of its own (``story:ID``,
+``ledger:ID``), rewritten only when it changed since the last snapshot: the state of
+every story, idle or not, was most of a backfill's enrich time when it was written
+whole every few hundred articles. After a crash the
 bus may redeliver records the snapshot already covers (crash between the snapshot and
 the commit): they are skipped by offset. Records after the snapshot are processed again
 from the snapshot's state, and since assignment is deterministic they get the same
@@ -41,6 +45,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +56,7 @@ from enrich.cluster import ClusterInput, StoryClusterer
 from enrich.config import ClusterConfig, EmbedConfig
 from enrich.embed import Embedder, article_text, make_embedder
 from enrich.events import ArticleInfo, StoryEvents
-from enrich.packing import pack_floats, unpack_floats
+from enrich.packing import unpack_floats
 from enrich.story import StoryState
 from enrich.topics import TopicMatcher
 from storywatch.bus import Bus, Consumer, Producer, Record
@@ -71,10 +76,13 @@ log = logging.getLogger("storywatch.enrich")
 STATE_KEY = "state"
 LEASE_KEY = "writer"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
+STORY_KEY_PREFIX = "story:"
+LEDGER_KEY_PREFIX = "ledger:"
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
 _JOIN_WAIT_S = 30.0
+_STORY_DOCS_KEPT = 4096
 
 AssignHook = Callable[[str, str], None]
 """Called with ``(article_id, story_id)`` after each assignment (replay records them)."""
@@ -143,6 +151,12 @@ class EnrichService:
         self._matcher: TopicMatcher | None = None
         self._clusterer: StoryClusterer | None = None
         self._clusterer_state: dict[str, Any] | None = None
+        self._saved_stories: dict[str, dict[str, Any]] = {}
+        self._saved_ledgers: set[str] = set()
+        # The read-model documents this writer last wrote (newest last): the next event of
+        # a story starts from its document, and reading it back from the store was a
+        # query and a JSON parse per event.
+        self._story_docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.events = StoryEvents(self.cfg.events, settings.topics)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -208,6 +222,9 @@ class EnrichService:
             self._consumer = None
         self._clusterer = None
         self._clusterer_state = None
+        self._saved_stories = {}
+        self._saved_ledgers = set()
+        self._story_docs.clear()
         self.events = StoryEvents(self.cfg.events, self.settings.topics)
         self._covered = {}
         self._loaded = False
@@ -286,12 +303,41 @@ class EnrichService:
         self._loaded = True
         if not doc:
             return
-        if doc.get("version") not in (1, SNAPSHOT_VERSION):  # 1: the same, floats as JSON lists
+        # 1: floats as JSON lists; 2: floats packed, the stories inside the snapshot.
+        if doc.get("version") not in (1, 2, SNAPSHOT_VERSION):
             raise StoreError(f"enrich snapshot has unsupported version {doc.get('version')!r}")
         self._covered = {str(k): int(v) for k, v in doc["offsets"].items()}
         self._clusterer_state = doc["clusterer"]
-        self.events.load_state(doc["events"])
+        if doc["version"] < SNAPSHOT_VERSION:
+            self.events.load_state(doc["events"])
+        else:
+            if doc["clusterer"] is not None:
+                self._clusterer_state = self._load_stories(doc["clusterer"])
+            self._load_ledgers(doc["events"])
         log.info("restored enrich snapshot", extra=kv(articles=doc.get("articles", 0), offsets=self._covered))
+
+    def _load_stories(self, clusterer: dict[str, Any]) -> dict[str, Any]:
+        """The clusterer state of a snapshot with its stories read back from their documents."""
+        stories = []
+        for sid in clusterer["story_ids"]:
+            story = self.store.get(self.cfg.state_namespace, STORY_KEY_PREFIX + sid)
+            if story is None:
+                raise StoreError(f"enrich snapshot is missing story {sid!r} ({self.cfg.state_namespace})")
+            stories.append(story)
+        self._saved_stories = {s["id"]: s for s in stories}
+        return {**{k: v for k, v in clusterer.items() if k != "story_ids"}, "stories": stories}
+
+    def _load_ledgers(self, events: dict[str, Any]) -> None:
+        """The events state of a snapshot with its ledgers read back from their documents."""
+        ledgers = {}
+        for sid in events["ledger_ids"]:
+            ledger = self.store.get(self.cfg.state_namespace, LEDGER_KEY_PREFIX + sid)
+            if ledger is None:
+                raise StoreError(f"enrich snapshot is missing the ledger of {sid!r} ({self.cfg.state_namespace})")
+            ledgers[sid] = ledger
+        self.events.load_state({**{k: v for k, v in events.items() if k != "ledger_ids"}, "ledgers": ledgers})
+        self.events.changed.clear()
+        self._saved_ledgers = set(ledgers)
 
     def checkpoint(self) -> None:
         """Flush events, snapshot state with the offsets it covers, then commit the offsets."""
@@ -299,14 +345,19 @@ class EnrichService:
             return
         self._producer.flush()
         if self._pending:
+            state = self._clusterer.to_state() if self._clusterer else self._clusterer_state
+            clusterer, stories = _split_stories(state)
+            events = self.events.to_state()
+            ledgers: dict[str, Any] = events.pop("ledgers")
             doc = {
                 "version": SNAPSHOT_VERSION,
                 "offsets": self._covered,
-                "clusterer": pack_floats(self._clusterer.to_state()) if self._clusterer else self._clusterer_state,
-                "events": self.events.to_state(),
+                "clusterer": clusterer,
+                "events": {**events, "ledger_ids": list(ledgers)},
                 "articles": self.processed,
                 "saved_at": self.clock.now().isoformat(),
             }
+            ns, saved, changed = self.cfg.state_namespace, self._saved_stories, self.events.changed
             with self.store.transaction():
                 # Renewed in the snapshot's transaction: a writer whose lease was taken
                 # over cannot overwrite its successor's state.
@@ -314,7 +365,21 @@ class EnrichService:
                     log.error("lease lost: dropping unsaved story state", extra=kv(articles=self._pending))
                     self._drop_state()
                     return
-                self.store.put(self.cfg.state_namespace, STATE_KEY, doc)
+                # A story's state is the same object until it changes (Story.to_state).
+                for sid, story in stories.items():
+                    if saved.get(sid) is not story:
+                        self.store.put(ns, STORY_KEY_PREFIX + sid, story)
+                for sid in saved.keys() - stories.keys():
+                    self.store.delete(ns, STORY_KEY_PREFIX + sid)
+                for sid, ledger in ledgers.items():
+                    if sid in changed or sid not in self._saved_ledgers:
+                        self.store.put(ns, LEDGER_KEY_PREFIX + sid, ledger)
+                for sid in self._saved_ledgers - ledgers.keys():
+                    self.store.delete(ns, LEDGER_KEY_PREFIX + sid)
+                self.store.put(ns, STATE_KEY, doc)
+            self._saved_stories = stories
+            self._saved_ledgers = set(ledgers)
+            changed.clear()
             self._pending = 0
         self._consumer.commit()
 
@@ -449,6 +514,19 @@ class EnrichService:
             for i, vec in zip(missing, encoded, strict=True):
                 todo[i] = (todo[i][0], todo[i][1], vec)
         # One store transaction for the batch's story documents, taken after the slow encode.
+        try:
+            self._process_in_transaction(producer, matcher, clusterer, todo)
+        except BaseException:
+            self._story_docs.clear()  # what they hold may not have been written
+            raise
+
+    def _process_in_transaction(
+        self,
+        producer: Producer,
+        matcher: TopicMatcher,
+        clusterer: StoryClusterer,
+        todo: list[tuple[Record, Article, np.ndarray | None]],
+    ) -> None:
         with self.store.transaction():
             for rec, art, vec in todo:
                 assert vec is not None
@@ -509,12 +587,21 @@ class EnrichService:
             if ev.type == "matched" and ev.match is not None:
                 self.metrics.topic_matches.labels(topic=ev.match.topic).inc()
             # The read model of the dashboard and `storywatch status`.
-            for key, doc in story_documents(ev, lambda k: self.store.get(NS_STORIES, k)).items():
+            for key, doc in story_documents(ev, self._story_doc).items():
                 self.store.put(NS_STORIES, key, doc)
+                self._story_docs[key] = doc
+                self._story_docs.move_to_end(key)
+                if len(self._story_docs) > _STORY_DOCS_KEPT:
+                    self._story_docs.popitem(last=False)
             log.info(
                 "story event",
                 extra=kv(story_id=ev.story_id, event=ev.type, revision=ev.revision, article_id=art.id),
             )
+
+    def _story_doc(self, key: str) -> dict[str, Any] | None:
+        """A story's read-model document as last written (JSON-native, so the same as stored)."""
+        doc = self._story_docs.get(key)
+        return doc if doc is not None else self.store.get(NS_STORIES, key)
 
     def _dead_letter(self, producer: Producer, rec: Record, reason: str) -> None:
         log.warning("dead letter", extra=kv(topic=rec.topic, offset=rec.offset, error=reason))
@@ -532,3 +619,11 @@ class EnrichService:
 
 def _pos(rec: Record) -> str:
     return f"{rec.topic}:{rec.partition}"
+
+
+def _split_stories(state: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """A clusterer state as the snapshot document's part (story ids in order) and its stories by id."""
+    if state is None:
+        return None, {}
+    stories = {s["id"]: s for s in state["stories"]}
+    return {**{k: v for k, v in state.items() if k != "stories"}, "story_ids": list(stories)}, stories

@@ -25,6 +25,12 @@ from enrich.packing import pack_array, unpack_array
 _NON_WORD = re.compile(r"[\W_]+")
 _MAX_FINGERPRINTS = 64
 _MAX_TIMES = 512
+# Attributes that are not the story's state but derived from it (or index bookkeeping):
+# setting them leaves the cached snapshot and pace alone.
+_DERIVED = frozenset({"_centroid", "indexed", "_snapshot", "_content", "_gaps", "_recent32"})
+# The term profile is refreshed as the stream's IDF moves, far more often than the rest
+# of an idle story changes: refreshing it leaves the rest of the snapshot cached.
+_PROFILE = frozenset({"profile", "profile_norm", "profile_docs"})
 
 
 def fingerprint(text: str) -> str:
@@ -53,7 +59,27 @@ class StoryState:
 
 
 class Story:
-    """Mutable running state of one story; owned by :class:`enrich.cluster.StoryClusterer`."""
+    """Mutable running state of one story; owned by :class:`enrich.cluster.StoryClusterer`.
+
+    Its snapshot (:meth:`to_state`) and pace (:meth:`recent_gap`) are cached until the
+    story changes: a snapshot of thousands of stories, most of them idle since the last
+    one, is taken every few hundred articles, and the pace is asked for every candidate.
+    Any assignment to an attribute of the state, from here or from the clusterer, drops
+    the caches; so does every method here that changes a container in place.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PROFILE:
+            object.__setattr__(self, "_snapshot", None)
+        elif name not in _DERIVED:
+            self._changed()
+        object.__setattr__(self, name, value)
+
+    def _changed(self) -> None:
+        object.__setattr__(self, "_snapshot", None)
+        object.__setattr__(self, "_content", None)
+        object.__setattr__(self, "_gaps", None)
+        object.__setattr__(self, "_recent32", None)
 
     def __init__(self, story_id: str, label: int, dim: int) -> None:
         self.id = story_id
@@ -93,6 +119,12 @@ class Story:
             self._centroid = out.astype(np.float32)
         return self._centroid
 
+    def recent_f32(self) -> list[np.ndarray]:
+        """The recent vectors (kept as float16) as float32, for the near-copy check."""
+        if self._recent32 is None:
+            self._recent32 = [r.astype(np.float32) for r in self.recent]
+        return self._recent32
+
     @property
     def cohesion(self) -> tuple[float, float]:
         """Mean and standard deviation of the similarities at which articles joined."""
@@ -108,6 +140,7 @@ class Story:
         return self.ovl_mean, math.sqrt(self.ovl_m2 / (self.ovl_n - 1))
 
     def add_time(self, at: datetime, source: str | None, max_sources: int) -> None:
+        self._changed()
         self.article_count += 1
         self.first_seen = min(self.first_seen, at)
         self.last_seen = max(self.last_seen, at)
@@ -130,6 +163,7 @@ class Story:
         profile_terms: int,
     ) -> None:
         """Fold a new (not duplicate) article into the centroid, profile and cohesion."""
+        self._changed()
         self.vec_sum += vec
         self.vec_count += 1
         self._centroid = None
@@ -150,6 +184,7 @@ class Story:
         self.consider_headline(title, vec)
 
     def prune_terms(self, keep: int) -> None:
+        self._changed()
         top = sorted(self.term_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
         self.term_counts = dict(top)
         self.entity_terms &= self.term_counts.keys()
@@ -168,6 +203,7 @@ class Story:
 
     def add_fingerprint(self, fp: str) -> None:
         if fp and fp not in self.fingerprints:
+            self._changed()
             self.fingerprints.append(fp)
             if len(self.fingerprints) > _MAX_FINGERPRINTS:
                 self.fingerprints.popleft()
@@ -178,11 +214,18 @@ class Story:
         None while that is unknown: fewer than two articles, or all at one instant (a stream
         without dates and without a clock).
         """
+        gaps = self._gaps
+        if gaps is None:
+            gaps = self._gaps = {}
+        elif window in gaps:
+            return gaps[window]
         recent = list(islice(reversed(self.times), window))
         if len(recent) < 2:
+            gaps[window] = None
             return None
         gap = (max(recent) - min(recent)).total_seconds() / (len(recent) - 1)
-        return gap if gap > 0 else None
+        gaps[window] = gap if gap > 0 else None
+        return gaps[window]
 
     def velocity(self, window: timedelta) -> float:
         """Articles per hour published in ``window`` before the story's latest article."""
@@ -192,6 +235,7 @@ class Story:
 
     def absorb(self, other: Story, recent_vectors: int, profile_terms: int, max_sources: int) -> None:
         """Fold ``other`` into this story (a merge); ``other`` is then discarded."""
+        self._changed()
         self.vec_sum += other.vec_sum
         self.vec_count += other.vec_count
         self._centroid = None
@@ -242,6 +286,21 @@ class Story:
         )
 
     def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot, the same object until the story changes: do not modify it."""
+        if self._snapshot is None:
+            self._snapshot = self._build_state()
+        return self._snapshot
+
+    def _build_state(self) -> dict[str, Any]:
+        if self._content is None:
+            self._content = self._build_content()
+        return {
+            **self._content,
+            "profile": None if self.profile is None else [self.profile, self.profile_norm, self.profile_docs],
+        }
+
+    def _build_content(self) -> dict[str, Any]:
+        """The snapshot but the term profile."""
         return {
             "id": self.id,
             "label": self.label,
@@ -261,7 +320,6 @@ class Story:
             "times": [t.isoformat() for t in self.times],
             "sim": [self.sim_n, self.sim_mean, self.sim_m2],
             "ovl": [self.ovl_n, self.ovl_mean, self.ovl_m2],
-            "profile": None if self.profile is None else [self.profile, self.profile_norm, self.profile_docs],
         }
 
     @classmethod

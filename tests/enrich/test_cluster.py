@@ -88,6 +88,27 @@ def test_snapshot_restore_carries_on_identically() -> None:
     )
 
 
+def test_a_story_snapshot_is_cached_until_the_story_changes() -> None:
+    """Story.to_state is the same object while the story is unchanged, and always up to date."""
+    c = StoryClusterer(DIM, ClusterConfig(max_stories=10))
+    before: dict[str, dict] = {}
+    for a in stream(n_stories=8, per_story=6, seed=7):
+        assignment = c.assign(a)
+        for story in c._stories.values():
+            state = story.to_state()
+            profile = None if story.profile is None else [story.profile, story.profile_norm, story.profile_docs]
+            fresh = {**story._build_content(), "profile": profile}
+            assert json.dumps(state) == json.dumps(fresh)
+            if story.id not in (assignment.story_id, *assignment.merged_from) and story.id in before:
+                # Untouched by this article unless a candidate's term profile was refreshed.
+                assert state is before[story.id] or state["profile"] != before[story.id]["profile"]
+            before[story.id] = state
+    story = next(iter(c._stories.values()))
+    kept = story.to_state()
+    story.add_fingerprint("t-new")
+    assert story.to_state() is not kept and "t-new" in story.to_state()["fingerprints"]
+
+
 def test_from_state_rejects_unknown_version() -> None:
     state = StoryClusterer(DIM).to_state()
     state["version"] = 999

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enrich.embed import Embedder
-from enrich.service import STATE_KEY, EnrichService, pack_floats, unpack_floats
+from enrich.packing import pack_floats, unpack_floats
+from enrich.service import LEDGER_KEY_PREFIX, STATE_KEY, STORY_KEY_PREFIX, EnrichService
 from storywatch.bus import make_bus
 from storywatch.bus.embedded import EmbeddedBus, EmbeddedConsumer
 from storywatch.clock import FakeClock
@@ -277,6 +278,72 @@ def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, em
     assert r.final(second) == expected
     events = r.events()
     assert _event_ids(events) == expected_events
+    r.close()
+
+
+def test_each_story_and_ledger_is_a_document_rewritten_only_when_it_changed(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    r = Run(tmp_path, embedder, snapshot_every=2)
+    r.publish(stream())
+    svc = r.service()
+    ns = r.settings.enrich.state_namespace
+    written: list[str] = []
+    put = r.store.put
+
+    def spy(namespace: str, key: str, value: Any, **kw: Any) -> None:
+        if namespace == ns and key.startswith(STORY_KEY_PREFIX):
+            written.append(key)
+        put(namespace, key, value, **kw)
+
+    r.store.put = spy  # type: ignore[method-assign]
+    svc.drain()
+    svc.close()
+    doc = r.store.get(ns, STATE_KEY)
+    assert doc is not None and doc["version"] == 3
+    stories = {s["id"]: s for s in svc._clusterer.to_state()["stories"]}  # type: ignore[union-attr]
+    assert doc["clusterer"]["story_ids"] == list(stories)
+    stored = {k.removeprefix(STORY_KEY_PREFIX): d for k, d in r.store.scan(ns) if k.startswith(STORY_KEY_PREFIX)}
+    assert stored == json.loads(json.dumps(stories)), "merged stories deleted, the others up to date"
+    assert len(written) < len(STREAM) * len(stories), "idle stories are not written again"
+    assert doc["events"]["ledger_ids"] == list(svc.events.ledgers)
+    stored = {k.removeprefix(LEDGER_KEY_PREFIX): d for k, d in r.store.scan(ns) if k.startswith(LEDGER_KEY_PREFIX)}
+    assert stored == json.loads(json.dumps(svc.events.ledgers))
+    r.close()
+
+
+def test_a_snapshot_with_the_stories_inside_still_restores(tmp_path: Path, embedder: Embedder) -> None:
+    calm = Run(tmp_path / "calm", embedder)
+    calm.publish(stream())
+    svc = calm.service()
+    svc.drain()
+    svc.close()
+    expected = calm.final(svc)
+    calm.close()
+
+    r = Run(tmp_path / "old", embedder)
+    r.publish(stream()[:5])
+    first = r.service()
+    first.drain()
+    first.close()
+    ns = r.settings.enrich.state_namespace
+    doc = r.store.get(ns, STATE_KEY)
+    assert doc is not None
+    ids = doc["clusterer"].pop("story_ids")
+    doc["clusterer"]["stories"] = [r.store.get(ns, STORY_KEY_PREFIX + sid) for sid in ids]
+    ledger_ids = doc["events"].pop("ledger_ids")
+    doc["events"]["ledgers"] = {sid: r.store.get(ns, LEDGER_KEY_PREFIX + sid) for sid in ledger_ids}
+    doc["version"] = 2  # as the service wrote it before stories had documents of their own
+    r.store.put(ns, STATE_KEY, doc)
+    for key, _ in list(r.store.scan(ns)):
+        if key.startswith((STORY_KEY_PREFIX, LEDGER_KEY_PREFIX)):
+            r.store.delete(ns, key)
+    r.publish(stream()[5:])
+    second = r.service()
+    second.drain()
+    second.close()
+    assert r.final(second) == expected
+    assert r.store.get(ns, STATE_KEY)["version"] == 3
     r.close()
 
 
