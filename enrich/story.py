@@ -68,6 +68,12 @@ class Story:
     the caches; so does every method here that changes a container in place.
     """
 
+    # Caches (see _DERIVED), set to None by _changed() on the first assignment in __init__.
+    _snapshot: dict[str, Any] | None
+    _content: dict[str, Any] | None
+    _gaps: dict[int, float | None] | None
+    _recent32: list[np.ndarray] | None
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PROFILE:
             object.__setattr__(self, "_snapshot", None)
