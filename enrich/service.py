@@ -163,6 +163,7 @@ class EnrichService:
         self._covered: dict[str, int] = {}
         self._loaded = False
         self._pending = 0
+        self._failed = False
         self._lag = LagProbe(self.metrics, self.name if self.role == "all" else f"enrich-{self.role}")
         self.processed = 0
         self.lease: Lease | None = None
@@ -229,6 +230,7 @@ class EnrichService:
         self._covered = {}
         self._loaded = False
         self._pending = 0
+        self._failed = False
 
     def step(self, timeout: float) -> int:
         if not self._writer():
@@ -343,6 +345,12 @@ class EnrichService:
         """Flush events, snapshot state with the offsets it covers, then commit the offsets."""
         if self._consumer is None or self._producer is None:
             return
+        if self._failed:
+            log.warning(
+                "a batch failed: no snapshot and no commit; what followed the last snapshot will be processed again",
+                extra=kv(articles=self._pending),
+            )
+            return
         self._producer.flush()
         if self._pending:
             state = self._clusterer.to_state() if self._clusterer else self._clusterer_state
@@ -429,6 +437,16 @@ class EnrichService:
     # -- records -> events ---------------------------------------------------------
 
     def _handle(self, records: list[Record]) -> int:
+        try:
+            return self._handle_batch(records)
+        except BaseException:
+            # The state may now hold part of a batch whose offsets it does not cover, and
+            # the consumer's position is past the batch: neither may be saved. The batch
+            # comes again after a restart.
+            self._failed = True
+            raise
+
+    def _handle_batch(self, records: list[Record]) -> int:
         consumer, producer = self._io()
         started = time.monotonic()
         for topic in {r.topic for r in records}:

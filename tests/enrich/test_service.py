@@ -281,6 +281,58 @@ def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, em
     r.close()
 
 
+class EncoderDown(Exception):
+    pass
+
+
+class FailingEncoder:
+    """The real encoder, except that its ``fail_on``-th call raises (a model server gone, OOM)."""
+
+    def __init__(self, inner: Embedder, fail_on: int):
+        self.inner, self.calls, self.fail_on = inner, 0, fail_on
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def encode(self, texts: list[str]) -> Any:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise EncoderDown("encoder unavailable")
+        return self.inner.encode(texts)
+
+
+def test_a_batch_that_fails_is_neither_snapshotted_nor_committed(tmp_path: Path, embedder: Embedder) -> None:
+    calm = Run(tmp_path / "calm", embedder)
+    calm.publish(stream())
+    svc = calm.service()
+    svc.drain()
+    svc.close()
+    expected, expected_events = calm.final(svc), _event_ids(calm.events())
+    calm.close()
+
+    # Batches of 4; the topic anchors are the first encode, the third batch the fourth.
+    r = Run(tmp_path / "fail", embedder, snapshot_every=6)
+    r.publish(stream())
+    first = EnrichService(
+        r.settings, r.bus, r.store, r.clock, embedder=FailingEncoder(embedder, 4), on_assign=r.assigned.__setitem__
+    )
+    with pytest.raises(EncoderDown):
+        while True:
+            first.step(0.0)
+    first.close()  # what run_services does on the way out: it must not commit past the failure
+    covered = r.store.get(r.settings.enrich.state_namespace, STATE_KEY)["offsets"]
+    assert list(covered.values()) == [8]
+    assert r.bus.committed(r.settings.enrich.group, r.topics.raw_articles) == 8
+    second = r.service()
+    second.drain()
+    second.close()
+    assert second.processed == len(STREAM) - 8
+    assert r.final(second) == expected
+    assert _event_ids(r.events()) == expected_events
+    r.close()
+
+
 def test_each_story_and_ledger_is_a_document_rewritten_only_when_it_changed(
     tmp_path: Path, embedder: Embedder
 ) -> None:
