@@ -18,7 +18,8 @@ threshold, with a baseline measured in the same run: the plain cosine of the art
 embedding to the topic description alone, at the same threshold; and, as a generous
 reference, that baseline at whichever threshold (0.05 to 0.79) gives it the best F1 on
 the data itself. The F1 of other thresholds is printed for information (the
-sensitivity), not to choose one.
+sensitivity), not to choose one. Last, the same topics with their examples and
+counter-examples removed (name and description only) show what the examples are worth.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_topics.py [--data DIR]
 
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from enrich.commands import EXIT_OK, load_topics, normalise, read_jsonl, score_topics
 from enrich.embed import Embedder, article_text, make_embedder
@@ -163,6 +165,17 @@ def description_scores(
     return [t.name for t in topics], vectors @ anchors.T
 
 
+def without_examples(topics_path: Path, workdir: Path) -> Path:
+    """A copy of the topics file with only each topic's name and description (and the rest)."""
+    doc = yaml.safe_load(topics_path.read_text(encoding="utf-8"))
+    for topic in doc["topics"]:
+        topic.pop("examples", None)
+        topic.pop("counter_examples", None)
+    out = workdir / f"{topics_path.stem}-no-examples.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return out
+
+
 def above(names: list[str], scores: np.ndarray, threshold: float) -> list[list[str]]:
     return [[names[j] for j in np.flatnonzero(row >= threshold)] for row in scores]
 
@@ -188,6 +201,7 @@ def bench_set(
             t: storywatch_matches(with_threshold(settings, t), topics_path, input_path, embedder, Path(tmp))
             for t in SWEEP
         }
+        bare = storywatch_matches(settings, without_examples(topics_path, Path(tmp)), input_path, embedder, Path(tmp))
     per, micro = evaluate(gold, matches, names)
     base_per, base_micro = evaluate(gold, above(base_names, base_scores, threshold), names)
     print(f"## {title}\n")
@@ -217,6 +231,10 @@ def bench_set(
         _, b = evaluate(gold, above(base_names, base_scores, t), names)
         mark = " (default)" if abs(t - threshold) < 1e-9 else ""
         print(f"| {t:g}{mark} | {fmt(c)} | {b.prf()[2]:.3f} |")
+    bare_per, bare_micro = evaluate(gold, bare, names)
+    print("\nThe same topics with name and description only (examples and counter-examples removed), "
+          f"threshold {threshold:g}: micro P / R / F1 {fmt(bare_micro).replace(' |', ' /')}; per topic F1 "
+          + ", ".join(f"{bare_per[n].prf()[2]:.3f}" for n in names) + ".")
     print()
 
 
