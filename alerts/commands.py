@@ -71,7 +71,8 @@ def retry_alert(settings: Settings, store: Store, delivery_id: str, out: TextIO,
     dlog = delivery_log(settings, store)
     doc = dlog.find(delivery_id)
     if doc is None:
-        out.write(f"no delivery {delivery_id!r}\n")
+        hint = " (give at least 4 characters of the id)" if len(delivery_id) < 4 else ""
+        out.write(f"no delivery {delivery_id!r}{hint}\n")
         return 1
     if doc["state"] not in ("dead", "failed"):
         out.write(f"delivery {doc['id']} is {doc['state']}; only dead or failed deliveries can be retried\n")
