@@ -316,6 +316,7 @@ class EnrichService:
             if doc["clusterer"] is not None:
                 self._clusterer_state = self._load_stories(doc["clusterer"])
             self._load_ledgers(doc["events"])
+        self.metrics.stories_active.set(len((self._clusterer_state or {}).get("stories", ())))
         log.info("restored enrich snapshot", extra=kv(articles=doc.get("articles", 0), offsets=self._covered))
 
     def _load_stories(self, clusterer: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,9 @@ class Metrics:
         )
         self.dead_letters = Counter("storywatch_dead_letters", "Records sent to dead-letters", ["stage"], registry=r)
         self.consumer_lag = Gauge("storywatch_consumer_lag", "Records not yet consumed", ["stage"], registry=r)
-        self.stories_active = Gauge("storywatch_stories_active", "Active (not dormant) stories", registry=r)
+        self.stories_active = Gauge(
+            "storywatch_stories_active", "Stories the clusterer holds, dormant ones included", registry=r
+        )
         self.story_events = Counter("storywatch_story_events", "Story events published", ["type"], registry=r)
         self.topic_matches = Counter("storywatch_topic_matches", "Stories matched to a topic", ["topic"], registry=r)
         self.alerts = Counter(

@@ -478,3 +478,19 @@ def test_snapshot_float_packing_is_lossless(value: Any) -> None:
     packed = json.loads(json.dumps(pack_floats(value)))
     back = unpack_floats(packed)
     assert json.dumps(back) == json.dumps(value)
+
+
+def test_a_restored_writer_reports_its_stories_before_the_next_article(run: Run) -> None:
+    from storywatch.observe import Metrics
+
+    run.publish(stream())
+    svc = run.service()
+    svc.drain()
+    stories = len({svc.resolve(s) for s in run.assigned.values()})
+    svc.close()
+    metrics = Metrics()
+    restored = EnrichService(run.settings, run.bus, run.store, run.clock, embedder=run.embedder, metrics=metrics)
+    restored.start()
+    assert restored.step(0.0) == 0  # nothing new on the bus
+    assert metrics.stories_active._value.get() == stories  # type: ignore[attr-defined]
+    restored.close()
