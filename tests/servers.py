@@ -274,6 +274,11 @@ class _HTTPServer:
         with self._lock:
             self._script.extend([Reply(status, payload, headers)] * times)
 
+    def reply_next(self, status: int, body: bytes, content_type: str = "text/html", times: int = 1) -> None:
+        """Answer the next ``times`` requests with this raw reply (a proxy's page, say)."""
+        with self._lock:
+            self._script.extend([Reply(status, body, {"Content-Type": content_type})] * times)
+
     def _error_body(self, status: int) -> Any:
         return {"error": f"HTTP {status}"}
 

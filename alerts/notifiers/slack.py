@@ -142,9 +142,15 @@ class SlackNotifier:
         except (SlackClientError, OSError) as exc:
             # The URL is a secret: name the error, never the exception text that may quote it.
             raise DeliveryError(self.name, f"incoming webhook failed: {type(exc).__name__}") from None
-        if resp.status_code == 200:
-            return {}
         body = (resp.body or "")[:100]
+        if resp.status_code == 200 and body.strip() == "ok":
+            return {}
+        if resp.status_code == 200:
+            # Slack answers "ok"; anything else (a proxy's login page, a captive portal)
+            # did not reach Slack, and calling it sent would lose the alert.
+            raise DeliveryError(
+                self.name, f"incoming webhook answered HTTP 200 without Slack's 'ok': {' '.join(body.split())[:60]!r}"
+            )
         raise DeliveryError(
             self.name,
             f"incoming webhook answered HTTP {resp.status_code}: {body}",

@@ -178,3 +178,19 @@ def test_an_uncertain_resend_looks_before_posting_again(
         assert d["result"].get("recovered", False) == posted_before_crash
         if follow_up:
             assert posts[0].thread_ts == slack.messages[0].ts
+
+
+def test_a_200_that_is_not_slacks_ok_is_not_sent(tmp_path: Path, harness_factory: Any) -> None:
+    """A proxy's login page answers 200 too: the alert must stay due, not count as sent."""
+    with SlackServer() as slack:
+        slack.reply_next(200, b"<html><body>Please log in</body></html>")
+        h = harness_factory(make_settings(tmp_path, {"slack": hook_channel(slack)}))
+        h.send(event())
+        h.drain()
+        [d] = h.deliveries()
+        assert d["state"] == "failed" and "without Slack's 'ok'" in d["last_error"]
+        assert "secretpart" not in d["last_error"]
+        h.clock.advance(seconds=60)
+        h.drain()
+        assert len(slack.wait_for(1)) == 1
+        assert h.deliveries()[0]["state"] == "sent"
