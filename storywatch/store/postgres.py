@@ -30,6 +30,7 @@ password never appears (it is not in psycopg's messages, and is masked if it wer
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -180,8 +181,13 @@ class PostgresStore:
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         text = str(exc).strip()
-        if self._password:
+        # A second line of defence (libpq does not quote passwords, but a DSN it cannot
+        # parse it may). A password of a few characters is masked only where it stands
+        # alone: masked inside words ("port", "accepting") it would garble the message.
+        if len(self._password) >= 4:
             text = text.replace(self._password, "**********")
+        elif self._password:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(self._password)}(?![A-Za-z0-9])", "**********", text)
         return StoreError(f"{what} {self.server}: {text}")
 
     @contextmanager

@@ -221,6 +221,14 @@ def test_errors_name_the_server_not_the_password(pg_server: PostgresServer, make
         assert "127.0.0.1" in text
 
 
+def test_a_short_password_does_not_garble_the_error() -> None:
+    """Masking "on" everywhere would turn "connection" into "c**********necti**********"."""
+    with pytest.raises(StoreError) as info:
+        PostgresStore("postgresql://u:on@127.0.0.1:1/db", connect_timeout_s=2)
+    text = str(info.value)
+    assert "connection" in text and "c**********n" not in text, text
+
+
 @pytest.mark.parametrize(
     ("dsn", "shown"),
     [
