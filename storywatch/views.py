@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from storywatch.bus import Bus
+from storywatch.errors import BusError
 from storywatch.schema import StoryEvent, dump
 from storywatch.settings import Settings
 from storywatch.store import Doc, Store
@@ -431,17 +432,24 @@ def stage_groups(settings: Settings) -> dict[str, tuple[str, list[str]]]:
     return {**enrich, "alerts": (settings.alerts.group, [t.story_events, t.feed_health])}
 
 
-def bus_lag(bus: Bus, groups: Mapping[str, tuple[str, Sequence[str]]]) -> dict[str, int | None]:
+def bus_lag(
+    bus: Bus, groups: Mapping[str, tuple[str, Sequence[str]]], *, strict: bool = False
+) -> dict[str, int | None]:
     """Records each stage's group has not yet committed, or None where unknown.
 
     Joining a live Kafka group to ask would make it rebalance, so a bus is asked through
     a side door that does not join: ``group_lag(group, topics)`` if it has one, or the
-    embedded bus's committed and end offsets.
+    embedded bus's committed and end offsets. ``strict``: a bus that cannot be reached
+    raises :class:`BusError` (``storywatch status`` exits 3) instead of reading unknown.
     """
     out: dict[str, int | None] = {}
     for stage, (group, topics) in groups.items():
         try:
             out[stage] = _group_lag(bus, group, topics)
+        except BusError:
+            if strict:
+                raise
+            out[stage] = None
         except Exception:
             out[stage] = None
     return out
@@ -510,7 +518,7 @@ def status(
     recent = alerts_view(store, limit=alerts)
     failed = alerts_view(store, state=("failed", "dead"), limit=alerts)
     counts = alert_counts(store)
-    lag = bus_lag(bus, stage_groups(settings)) if bus is not None else {}
+    lag = bus_lag(bus, stage_groups(settings), strict=True) if bus is not None else {}
     unhealthy = any(not f.healthy for f in feeds) or counts.get("dead", 0) > 0
     if as_json:
         doc = {

@@ -176,3 +176,56 @@ def test_status_over_the_real_ingest_stage(tmp_path: Path) -> None:
     finally:
         bus.close()
         store.close()
+
+
+def test_bus_lag_over_kafka_without_joining_the_groups(
+    tmp_path: Path, kafka_bus_settings: dict[str, object], unique_name: object
+) -> None:
+    from storywatch.bus import make_bus
+
+    assert callable(unique_name)
+    topics = {"raw_articles": unique_name("raw"), "story_events": unique_name("ev"), "feed_health": unique_name("fh")}
+    settings = Settings.model_validate({"base_dir": str(tmp_path), "bus": {**kafka_bus_settings, "topics": topics}})
+    bus = make_bus(settings.resolved_bus())
+    try:
+        bus.ensure_topics(list(topics.values()))
+        producer = bus.producer()
+        for i in range(5):
+            producer.publish(topics["raw_articles"], f"k{i}", b"{}")
+        producer.flush()
+        before = views.bus_lag(bus, views.stage_groups(settings), strict=True)
+        consumer = bus.consumer(settings.enrich.group, [topics["raw_articles"]])
+        got = 0
+        for _ in range(100):
+            got += len(consumer.poll(10, 0.5))
+            if got == 5:
+                break
+        consumer.commit()
+        after = views.bus_lag(bus, views.stage_groups(settings), strict=True)
+    finally:
+        bus.close()
+    # No group had committed: the enrich stage had every record ahead of it (tansu may
+    # read one batch short at the end of a partition, see KafkaBusConsumer.lag).
+    assert before["enrich"] is not None and 1 <= before["enrich"] <= 5
+    assert before["alerts"] == 0
+    assert got == 5 and after["enrich"] == 0
+
+
+def test_status_exits_3_when_kafka_cannot_be_reached(tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from storywatch.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "storywatch.yaml"
+    cfg.write_text(
+        f"base_dir: {tmp_path}\n"
+        f"bus: {{kind: kafka, bootstrap_servers: ['127.0.0.1:{port}'], request_timeout_ms: 2000}}\n"
+    )
+    result = CliRunner().invoke(main, ["status", "--config", str(cfg)])
+    assert result.exit_code == 3, result.output
+    assert f"127.0.0.1:{port}" in result.output

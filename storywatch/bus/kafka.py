@@ -90,6 +90,7 @@ class KafkaBus:
         self._backoff_s = connect_backoff_s
         self._sleep = sleep
         self._admin: KafkaAdminClient | None = None
+        self._probe: KafkaConsumer | None = None  # group-less, for group_lag
         self._known_topics: set[str] = set()
         self._producers: list[KafkaBusProducer] = []
         self._consumers: list[KafkaBusConsumer] = []
@@ -185,11 +186,43 @@ class KafkaBus:
             raise BusError(f"cannot create topics {wanted} on Kafka at {self.servers}: {exc}") from exc
         self._known_topics.update(wanted)
 
+    def group_lag(self, group: str, topics: Sequence[str]) -> int | None:
+        """Records of ``topics`` that ``group`` has not committed, asked without joining it.
+
+        For ``storywatch status``: one attempt, so an unreachable cluster is a
+        :class:`BusError` after ``request_timeout_ms``, not after every retry. A group
+        that never committed counts from the start of each partition. (Against tansu the
+        end of a partition may read one batch short, see :meth:`KafkaBusConsumer.lag`.)
+        """
+        if self._closed:
+            raise BusError(f"Kafka bus for {self.servers} is closed")
+        try:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(**self._options)
+            if self._probe is None:
+                self._probe = KafkaConsumer(**self._options, group_id=None, enable_auto_commit=False)
+            committed = self._admin.list_group_offsets({group: None}).get(group, {})
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(self._probe.partitions_for_topic(t) or ())]
+            if not tps:
+                return None
+            ends = self._probe.end_offsets(tps)
+            starts = self._probe.beginning_offsets(tps)
+        except KafkaError as exc:
+            raise BusError(f"cannot read the lag of group {group!r} on Kafka at {self.servers}: {exc}") from exc
+        total = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else starts.get(tp) or 0
+            total += max(0, (ends.get(tp) or 0) - done)
+        return total
+
     def close(self) -> None:
         """Close every client this bus made; consumers do not commit, producers flush first."""
         if self._closed:
             return
         self._closed = True
+        if self._probe is not None:
+            self._probe.close()
         for consumer in self._consumers:
             consumer.close()
         for producer in self._producers:
