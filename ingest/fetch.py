@@ -223,7 +223,7 @@ def http_error_message(status: int, retry_after: float | None) -> str:
         401: "the feed needs credentials, which storywatch does not send; find a public feed URL",
         403: "the server refuses us (blocked user agent or IP?); backing off this host",
         404: "the feed is not there; check the URL (the site may have moved its feed)",
-        410: "the feed is gone for good; it is disabled, remove it from the config",
+        410: "the feed is gone for good (the poller stops polling it); remove it from the config",
         429: "rate limited; backing off this host",
         503: "the server is unavailable; backing off this host",
     }

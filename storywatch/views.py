@@ -81,7 +81,14 @@ class FeedRow:
 
     @property
     def healthy(self) -> bool:
-        return self.status in ("new", "ok")
+        """Polled fine last time, or not polled yet; a feed that was tried and never
+        worked (new, with errors) is not healthy."""
+        return self.status == "ok" or self.waiting
+
+    @property
+    def waiting(self) -> bool:
+        """Not polled yet (no attempt, or none finished)."""
+        return self.status == "new" and not self.error_count
 
 
 def feeds_view(store: Store, settings: Settings | None = None) -> list[FeedRow]:
@@ -531,8 +538,9 @@ def status(
         out.write(json.dumps(_jsonable(doc), ensure_ascii=False) + "\n")
         return 1 if unhealthy else 0
     w = out.write
-    ok = sum(f.healthy for f in feeds)
-    w(f"FEEDS  {ok}/{len(feeds)} healthy\n")
+    ok = sum(f.status == "ok" for f in feeds)
+    waiting = sum(f.waiting for f in feeds)
+    w(f"FEEDS  {ok}/{len(feeds)} healthy" + (f", {waiting} not polled yet\n" if waiting else "\n"))
     for f in feeds:
         w(
             f"  {f.status:<8} {_one_line(f.name or f.key, 40):<40}  last ok {_ago(f.last_success, now):<10}"

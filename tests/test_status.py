@@ -36,7 +36,7 @@ def test_text_report(world: tuple[Settings, SQLiteStore, EmbeddedBus]) -> None:
     text = out.getvalue()
     assert rc == 1, "a failing feed needs a person"
     for expected in (
-        "FEEDS  2/3 healthy",
+        "FEEDS  1/3 healthy, 1 not polled yet",
         "failing  The Daily Ledger",
         "errors 4: FeedFetchError: HTTP 503",
         "next in 11m",
@@ -229,3 +229,9 @@ def test_status_exits_3_when_kafka_cannot_be_reached(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["status", "--config", str(cfg)])
     assert result.exit_code == 3, result.output
     assert f"127.0.0.1:{port}" in result.output
+
+
+def test_a_feed_tried_and_never_polled_fine_is_not_healthy() -> None:
+    assert views.FeedRow(key="a").healthy, "not polled yet"
+    assert not views.FeedRow(key="a", error_count=1, last_error="ConnectError").healthy
+    assert views.FeedRow(key="a", status="ok").healthy
