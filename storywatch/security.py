@@ -104,10 +104,26 @@ def create_private(path: Path) -> None:
         pass
 
 
+def included_files(config_path: Path) -> list[Path]:
+    """The files the config at ``config_path`` includes (resolved as the loader does)."""
+    try:
+        data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return []
+    names = data.get("include") if isinstance(data, dict) else None
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list):
+        return []
+    return [(Path(config_path).parent / str(n)).resolve() for n in names]
+
+
 def sensitive_paths(config_path: Path, settings: Any) -> list[Path]:
-    """The config file, its secrets files, and the local bus log and state store (with
-    SQLite's WAL and shared-memory companions) that ``settings`` use."""
+    """The config file and the files it includes, their secrets files, and the local bus
+    log and state store (with SQLite's WAL and shared-memory companions) that ``settings`` use."""
     paths = [Path(config_path), *secret_files(config_path)]
+    for included in included_files(config_path):
+        paths += [included, *secret_files(included)]
     bus = settings.resolved_bus()
     if bus.kind == "embedded":
         paths.extend(_with_sidecars(Path(bus.path)))

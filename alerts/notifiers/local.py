@@ -10,6 +10,7 @@ from typing import Any
 from alerts.notifiers.base import NotifierContext, Outbound
 from alerts.notifiers.webhook import payload
 from storywatch.errors import DeliveryError
+from storywatch.security import create_private
 from storywatch.settings.alerts import ConsoleChannel, FileChannel
 
 
@@ -37,6 +38,7 @@ class FileNotifier:
         line = json.dumps(payload(msg), ensure_ascii=False, separators=(",", ":")) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)  # 0600 when new, like the bus and the store
             # One write of one line in append mode: lines of concurrent writers don't interleave.
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line)

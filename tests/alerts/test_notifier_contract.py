@@ -168,3 +168,17 @@ def test_a_digest_shows_every_item(rig: Rig) -> None:
     rig.notifier.send(Outbound(digest, "digest:c:1|c", "c", items=items))
     [(_, text)] = rig.received()
     assert all(f"Story number {i}" in text for i in range(3))
+
+
+def test_the_file_channel_creates_its_file_private(tmp_path: Path) -> None:
+    """Alerts say what a newsroom watches: 0600 whatever the umask, like the bus and store."""
+    import os
+
+    path = tmp_path / "var" / "alerts.jsonl"
+    old = os.umask(0o022)
+    try:
+        notifier = make_notifier("f", _channel({"kind": "file", "path": str(path)}), _ctx(io.StringIO()))
+        notifier.send(Outbound(alert(), "topic_match/floods:s1:1|f", "f"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -104,3 +104,21 @@ def test_a_fresh_start_under_umask_022_creates_private_state(tmp_path: Path) -> 
     again = subprocess.run(run, capture_output=True, text=True, cwd=ROOT, timeout=60)
     warned = [ln for ln in (again.stdout + again.stderr).splitlines() if "insecure file permissions" in ln]
     assert len(warned) == 1 and "storywatch.yaml" in warned[0]
+
+
+
+def test_included_configs_and_their_secret_files_are_checked_too(tmp_path: Path) -> None:
+    cfg = _setup(tmp_path)
+    data = yaml.safe_load(cfg.read_text())
+    (tmp_path / "channels.yaml").write_text(yaml.safe_dump({"alerts": data.pop("alerts")}))
+    cfg.write_text(yaml.safe_dump({**data, "include": ["channels.yaml"]}))
+    assert secret_files(cfg) == [], "the secret is referenced from the included file only"
+    paths = sensitive_paths(cfg, load_settings(cfg))
+    (tmp_path / "channels.yaml").chmod(0o600)
+    cfg.chmod(0o600)
+    assert check_permissions(paths) == []
+    for p in (tmp_path / "channels.yaml", tmp_path / "smtp-password"):
+        p.chmod(0o644)
+    warned = check_permissions(paths)
+    assert any("channels.yaml" in w for w in warned) and any("smtp-password" in w for w in warned)
+    assert "hunter2" not in "".join(warned)
