@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -422,16 +422,31 @@ def _load_quiet(config_path: Path | None) -> Settings:
     return settings
 
 
+def _exit_interrupted() -> NoReturn:
+    """Say so and exit 130, always.
+
+    Not ``sys.exit``: when Ctrl-C lands while C code runs Python (some extension modules
+    do during import, e.g. while the model loads), CPython marks the KeyboardInterrupt
+    unhandled even though it is caught here, and at exit kills itself with SIGINT
+    instead of returning our code. What is left to do is flushed by hand first; context
+    managers (temporary directories, stores) were closed as the exception unwound.
+    """
+    click.echo("storywatch: interrupted", err=True)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(EXIT_INTERRUPTED)
+
+
 def entrypoint() -> None:
     try:
         # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1.
         code = main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("storywatch: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        click.echo("storywatch: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _exit_interrupted()
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
