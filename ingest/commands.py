@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -26,8 +27,9 @@ from ingest.schedule import FeedState
 from ingest.service import NS_FEEDS, feed_specs, load_state
 from ingest.urls import canonical_url
 from storywatch.clock import Clock, SystemClock
-from storywatch.errors import FeedParseError
-from storywatch.settings import Settings
+from storywatch.errors import ConfigError, FeedParseError
+from storywatch.settings import Settings, read_config
+from storywatch.settings.ingest import feed_url_problem
 from storywatch.store import Store
 
 
@@ -121,52 +123,98 @@ def read_opml(path: Path) -> list[dict[str, str]]:
     return feeds
 
 
-def _feeds_file(config_path: Path) -> Path:
-    """The file that holds ``feeds:``: the config itself or the include that defines it."""
-    data = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else None
-    if not isinstance(data, dict) or "feeds" in data:
-        return config_path
-    includes = data.get("include") or []
-    for name in [includes] if isinstance(includes, str) else includes:
-        inc = (config_path.parent / str(name)).resolve()
-        if inc.exists():
-            sub = yaml.safe_load(inc.read_text(encoding="utf-8"))
-            if isinstance(sub, dict) and "feeds" in sub:
-                return inc
-    return config_path
+def import_opml(opml_path: Path, config_path: Path, into: Path | None = None) -> int:
+    """Add the OPML file's feeds to the config at ``config_path``, in the file that defines
+    ``feeds:`` (the main file or one of its includes), keeping existing entries.
 
-
-def import_opml(opml_path: Path, config_path: Path) -> int:
-    """Add the OPML file's feeds to the YAML file holding ``feeds`` (the config or its
-    feeds include), keeping existing entries and skipping duplicates. Returns 0 or 1."""
+    ``into`` may only name that file, or, when no file defines ``feeds:`` yet, the main
+    file or one of its includes: a second ``feeds:`` section would make the config invalid.
+    Feeds whose URL the config already has (in any of its files) are left out; so are
+    URLs the fetcher cannot read (``ftp:``, ``javascript:``, ``http://`` without a host),
+    each reported. A name another feed already has gets the feed's host added, or is
+    dropped (the feed then shows its own title). A config that does not exist yet is
+    created with just the feeds. Returns 0; 1 for an unreadable OPML file; 2, writing
+    nothing, for a config that cannot be read or an ``into`` that is not the feeds file.
+    """
     try:
         found = read_opml(Path(opml_path))
     except (OSError, ValueError, ET.ParseError) as exc:
         print(f"storywatch: cannot read OPML {opml_path}: {exc}", file=sys.stderr)
         return 1
-    target = _feeds_file(Path(config_path))
     try:
-        text = target.read_text(encoding="utf-8") if target.exists() else ""
-        data = yaml.safe_load(text) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"storywatch: cannot read {target}: {exc}", file=sys.stderr)
-        return 1
-    if not isinstance(data, dict) or not isinstance(data.get("feeds", []), list):
-        print(f"storywatch: {target}: expected a mapping with a 'feeds' list", file=sys.stderr)
-        return 1
-    existing = data.get("feeds") or []
+        target, text, data, existing = _import_target(Path(config_path), into)
+    except ConfigError as exc:
+        for file, key, msg in exc.problems:
+            print(f"storywatch: {file}: {key + ': ' if key else ''}{msg}", file=sys.stderr)
+        return 2
     have = {_dedupe_key(str(f.get("url", ""))) for f in existing if isinstance(f, dict)}
-    added = []
+    names = {_name_key(str(f.get("name") or "")) for f in existing if isinstance(f, dict)} - {""}
+    added: list[dict[str, str]] = []
+    unsupported = []
     for feed in found:
+        problem = feed_url_problem(feed["url"])
+        if problem:
+            unsupported.append((feed, problem))
+            continue
         key = _dedupe_key(feed["url"])
-        if key not in have:
-            have.add(key)
-            added.append(feed)
+        if key in have:
+            continue
+        have.add(key)
+        added.append(_unique_name(feed, names))
+    for feed, problem in unsupported:
+        print(f"skipped {feed.get('name') or feed['url']}: {problem}")
     if added:
         target.write_text(_append_feeds(text, data, added), encoding="utf-8")
-    skipped = len(found) - len(added)
-    print(f"added {len(added)} feeds to {target} ({skipped} already present)")
+    present = len(found) - len(added) - len(unsupported)
+    print(f"added {len(added)} feeds to {target} ({present} already present, {len(unsupported)} unsupported)")
     return 0
+
+
+def _import_target(config_path: Path, into: Path | None) -> tuple[Path, str, dict[str, Any], list[Any]]:
+    """The file to add feeds to, its text and own sections, and the whole config's feeds.
+
+    Raises ConfigError (so nothing is written) when the config cannot be read or ``into``
+    is not a file the feeds can go in.
+    """
+    if into is not None and into.is_dir():
+        raise ConfigError([(str(into), "", "is a directory; --into takes the YAML file that defines feeds:")])
+    if not config_path.exists():
+        if into is not None and into.resolve() != config_path.resolve():
+            raise ConfigError([(str(config_path), "", "config file not found; --into can only name a file of it")])
+        return config_path, "", {}, []
+    cfg = read_config(config_path)
+    feeds = cfg.data.get("feeds")
+    if feeds is not None and not isinstance(feeds, list):
+        raise ConfigError([(cfg.origin["feeds"], "feeds", "expected a list of feeds")])
+    defined = Path(cfg.origin["feeds"]) if "feeds" in cfg.origin else None
+    target = defined or config_path
+    if into is not None:
+        if defined is not None and into.resolve() != defined.resolve():
+            raise ConfigError(
+                [(str(into), "", f"feeds: is defined in {defined}; import into that file (or leave out --into)")]
+            )
+        if into.resolve() not in cfg.files:
+            raise ConfigError([(str(into), "", f"is not a file of the config {config_path}; include it first")])
+        target = into
+    text = target.read_text(encoding="utf-8")
+    # The loader read this file already: it is a mapping of sections (or empty).
+    return target, text, yaml.safe_load(text) or {}, list(feeds or [])
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.casefold().split())
+
+
+def _unique_name(feed: dict[str, str], names: set[str]) -> dict[str, str]:
+    """``feed`` with a name no other feed has: as given, with its host added, or none."""
+    name = feed.get("name", "")
+    if not name:
+        return feed
+    for candidate in (name, f"{name} ({urlsplit(feed['url']).hostname or 'local'})"):
+        if _name_key(candidate) not in names:
+            names.add(_name_key(candidate))
+            return {**feed, "name": candidate}
+    return {"url": feed["url"]}
 
 
 def _dedupe_key(url: str) -> str:
@@ -174,14 +222,18 @@ def _dedupe_key(url: str) -> str:
 
 
 def _append_feeds(text: str, data: dict[str, Any], added: list[dict[str, str]]) -> str:
-    """Append to the ``feeds:`` block as text when it is the file's last block (so comments
-    survive); otherwise rewrite the file as YAML."""
+    """Append to the ``feeds:`` block as text when it is the file's last block, or add the
+    block at the end of a file without one (so comments survive); otherwise rewrite the
+    file as YAML."""
     lines = text.rstrip("\n").splitlines()
     top = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z_][\w-]*\s*:", line)]
+    chunk = yaml.safe_dump(added, sort_keys=False, allow_unicode=True, width=1000)
+    if "feeds" not in data:
+        block = "\n".join("  " + line for line in chunk.rstrip("\n").splitlines())
+        return "\n".join([*lines, "feeds:", block]) + "\n"
     if top and re.match(r"^feeds\s*:\s*$", lines[top[-1]]):
         items = [line for line in lines[top[-1] + 1 :] if re.match(r"^\s*-\s", line)]
         indent = re.match(r"^(\s*)-", items[0]).group(1) if items else "  "  # type: ignore[union-attr]
-        chunk = yaml.safe_dump(added, sort_keys=False, allow_unicode=True, width=1000)
         block = "\n".join(indent + line for line in chunk.rstrip("\n").splitlines())
         return "\n".join(lines) + "\n" + block + "\n"
     data = dict(data)

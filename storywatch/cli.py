@@ -358,14 +358,23 @@ def feeds_enable(config_path: Path | None, feed: str) -> None:
 @feeds.command(name="import")
 @config_option
 @click.argument("opml", type=click.Path(exists=True, path_type=Path))
-@click.option("--into", type=click.Path(path_type=Path), default=None, help="YAML file to add the feeds to.")
+@click.option(
+    "--into",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The config file to add the feeds to: the one that defines feeds: (the default), or, "
+    "if none does yet, the main config file or one of its includes.",
+)
 def feeds_import(config_path: Path | None, opml: Path, into: Path | None) -> None:
-    """Add the feeds of an OPML file to a config file."""
+    """Add the feeds of an OPML file to the config's feeds.
+
+    Feeds the config already has (by URL, in any of its files) and URLs the fetcher cannot
+    read are skipped and reported; nothing is written when the config cannot be read.
+    """
     from ingest.commands import import_opml
     from storywatch.settings import default_config_path
 
-    target = into or config_path or default_config_path()
-    sys.exit(import_opml(opml, target))
+    sys.exit(import_opml(opml, config_path or default_config_path(), into))
 
 
 @main.command()

@@ -69,6 +69,61 @@ def test_config_print_masks_secrets(tmp_path: Path) -> None:
     assert "**********" in proc.stdout
 
 
+BAD_CONFIGS = {
+    "duplicate-feed-names": (
+        {"feeds.yaml": "feeds:\n  - {url: a.xml, name: World Wire}\n  - {url: b.xml, name: World Wire}\n"},
+        "feeds.yaml: feeds.1.name: 'World Wire' is already the name of feeds.0",
+    ),
+    "feed-url-scheme": (
+        {"feeds.yaml": "feeds:\n  - url: javascript:alert(1)\n"},
+        "feeds.yaml: feeds.0.url: unsupported URL scheme 'javascript'",
+    ),
+    "webhook-url": (
+        {"channels.yaml": "alerts:\n  channels:\n    hook: {kind: webhook, url: {env: SW_TEST_HOOK}}\n"},
+        "channels.yaml: alerts.channels.hook.url: expected an http:// or https:// URL with a host",
+    ),
+    "template-directory": (
+        {"channels.yaml": "alerts:\n  channels:\n    c: {kind: console, template: no-such-dir}\n"},
+        "channels.yaml: alerts.channels.c.template: template directory",
+    ),
+}
+HOOK = "htp:/127.0.0.1:18602/hook?token=sw-test-token-77d2"
+
+
+@pytest.mark.parametrize(("files", "expected"), BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+@pytest.mark.parametrize("command", [["config", "check"], ["status", "--config"], ["feeds", "enable", "x", "--config"]])
+def test_every_command_rejects_a_bad_config_with_exit_2(
+    tmp_path: Path, files: dict[str, str], expected: str, command: list[str]
+) -> None:
+    main = tmp_path / "storywatch.yaml"
+    main.write_text(f"include: {sorted(files)}\nstore: {{path: state.db}}\nbus: {{path: bus.db}}\n")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "storywatch", *command, str(main)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "SW_TEST_HOOK": HOOK},
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr and "sw-test-token" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_feeds_import_into_a_file_without_the_feeds_section_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "storywatch.yaml").write_text("include: [feeds.yaml, channels.yaml]\n")
+    (tmp_path / "feeds.yaml").write_text("feeds:\n  - url: a.xml\n")
+    (tmp_path / "channels.yaml").write_text("# channels\nalerts: {}\n")
+    (tmp_path / "subs.opml").write_text('<opml><body><outline text="X" xmlUrl="https://x.example/rss"/></body></opml>')
+    proc = sw("feeds", "import", "subs.opml", "--config", "storywatch.yaml", "--into", "channels.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"storywatch: channels.yaml: feeds: is defined in {tmp_path.resolve() / 'feeds.yaml'}; "
+        "import into that file (or leave out --into)"
+    ]
+    assert (tmp_path / "channels.yaml").read_text() == "# channels\nalerts: {}\n"
+
+
 def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     proc = sw("run", "--once", "--config", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2

@@ -13,6 +13,7 @@ expected; :class:`ConfigError` carries all of them at once.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,12 @@ from pydantic import Field, ValidationError, model_validator
 
 from storywatch.errors import ConfigError
 from storywatch.settings.alerts import AlertSettings
-from storywatch.settings.base import Secret, Section
+from storywatch.settings.base import Problems, Secret, Section
 from storywatch.settings.core import BusSettings, HttpSettings, LogSettings, StoreSettings
 from storywatch.settings.enrich import EnrichSettings, WatchedTopic
-from storywatch.settings.ingest import FeedSettings, IngestSettings
+from storywatch.settings.ingest import FeedSettings, IngestSettings, feed_list_problems
 
-__all__ = ["ENV_PREFIX", "Secret", "Settings", "default_config_path", "load_settings"]
+__all__ = ["ENV_PREFIX", "ConfigFiles", "Secret", "Settings", "default_config_path", "load_settings", "read_config"]
 
 ENV_PREFIX = "STORYWATCH__"
 DEFAULT_CONFIG = Path("config/storywatch.yaml")
@@ -47,25 +48,29 @@ class Settings(Section):
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
         known = set(self.alerts.channels)
-        problems = []
+        problems: list[tuple[str, str]] = []
         for i, topic in enumerate(self.topics):
             for ch in topic.channels:
                 if ch not in known:
-                    problems.append(f"topics.{i}.channels: unknown channel {ch!r} (known: {sorted(known)})")
+                    problems.append((f"topics.{i}.channels", f"unknown channel {ch!r} (known: {sorted(known)})"))
         for key in ("default_channels", "operator_channels"):
             for ch in getattr(self.alerts, key):
                 if ch not in known:
-                    problems.append(f"alerts.{key}: unknown channel {ch!r} (known: {sorted(known)})")
+                    problems.append((f"alerts.{key}", f"unknown channel {ch!r} (known: {sorted(known)})"))
         names = [t.name for t in self.topics]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            problems.append(f"topics: duplicate topic names {dupes}")
-        urls = [f.url for f in self.feeds]
-        dupe_urls = sorted({u for u in urls if urls.count(u) > 1})
-        if dupe_urls:
-            problems.append(f"feeds: duplicate feed urls {dupe_urls}")
+            problems.append(("topics", f"duplicate topic names {dupes}"))
+        problems.extend(feed_list_problems(self.feeds))
+        for name, channel in self.alerts.channels.items():
+            if channel.template is not None and not self.path(channel.template).is_dir():
+                where = self.path(channel.template)
+                what = "is not a directory" if where.exists() else "does not exist"
+                problems.append(
+                    (f"alerts.channels.{name}.template", f"template directory {where} {what} (a typo in the path?)")
+                )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise Problems(problems)
         return self
 
     def path(self, p: Path) -> Path:
@@ -115,6 +120,28 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError([(str(path), "", f"expected a mapping of sections, got {type(data).__name__}")])
     return data
+
+
+@dataclass(frozen=True)
+class ConfigFiles:
+    """A config's raw sections, before validation, and where each came from."""
+
+    data: dict[str, Any]
+    """The merged top-level sections (``include`` removed)."""
+    origin: dict[str, str]
+    """The file that defines each section."""
+    files: list[Path]
+    """The main file and its includes, resolved, in order."""
+
+
+def read_config(path: Path) -> ConfigFiles:
+    """Read the config at ``path`` and its includes without validating them (so without
+    reading secrets): for commands that edit one file, such as ``feeds import``.
+    Raises :class:`ConfigError` for a missing file, broken YAML or a section defined twice."""
+    data, origin = _merge_includes(path)
+    includes = _read_yaml(path).get("include") or []
+    names = [includes] if isinstance(includes, str) else includes
+    return ConfigFiles(data, origin, [path.resolve(), *((path.parent / str(n)).resolve() for n in names)])
 
 
 def _merge_includes(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -178,6 +205,13 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
         problems = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ())]
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, Problems):
+                # A whole-config check: each problem under its own key, in the file defining it.
+                for key, msg in cause.problems:
+                    full = [*loc, *key.split(".")]
+                    problems.append((_origin_of(full, origin, str(cfg_path)), ".".join(full), msg))
+                continue
             # Tagged unions add the tag to the location; it is noise to a user.
             loc = [p for p in loc if p not in {"email", "slack", "webhook", "console", "file"} or p == loc[0]]
             key = ".".join(loc)

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from storywatch.settings.base import Secret, Section
+from storywatch.settings.base import Secret, Section, http_url_problem
 
 Severity = Literal["low", "medium", "high", "critical"]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -101,6 +101,19 @@ class SlackChannel(ChannelBase):
     channel: str | None = Field(None, description="channel name or ID, with token")
     api_url: str = Field("https://slack.com/api/", description="Web API base URL")
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, v: Secret | None) -> Secret | None:
+        return None if v is None else _checked_secret_url(v)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_is_http(cls, v: str) -> str:
+        problem = http_url_problem(v)
+        if problem:
+            raise ValueError(f"{problem}, got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _one_way_in(self) -> SlackChannel:
         if (self.webhook_url is None) == (self.token is None):
@@ -116,6 +129,21 @@ class WebhookChannel(ChannelBase):
     signing_secret: Secret | None = Field(None, description="HMAC-SHA256 key over '<timestamp>.<body>'")
     signature_header: str = Field("X-Storywatch-Signature", description="carries sha256=<hex>")
     timestamp_header: str = Field("X-Storywatch-Timestamp", description="Unix seconds, signed")
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, v: Secret) -> Secret:
+        return _checked_secret_url(v)
+
+
+def _checked_secret_url(v: Secret) -> Secret:
+    """A channel URL read from a secret must be http(s) with a host: anything else fails
+    every delivery, and retrying cannot fix it. The message never shows the value (it holds
+    the token); the key and the file name the place to look."""
+    problem = http_url_problem(v.get_secret_value())
+    if problem:
+        raise ValueError(f"{problem} (the value is a secret and not shown)")
+    return v
 
 
 class ConsoleChannel(ChannelBase):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
@@ -65,3 +66,34 @@ class Named(Section):
         if not self.name.strip():
             raise ValueError("name must not be blank")
         return self
+
+
+class Problems(ValueError):
+    """Several problems found by one validator, each under its own dotted key.
+
+    Raised by whole-config checks (duplicate names, unknown channels) so that the loader
+    can name each key and the file that defines it, not just the main config file.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {msg}" for key, msg in problems))
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an ``http://`` or ``https://`` URL with a host, or None if it is.
+
+    The answer never quotes ``url``: channel URLs (webhooks) carry tokens.
+
+    >>> http_url_problem("https://hooks.example.org/T0/B0/x"), http_url_problem("htp:/127.0.0.1/hook")
+    (None, 'expected an http:// or https:// URL with a host')
+    """
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return "expected an http:// or https:// URL with a host (it does not parse as a URL)"
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return "expected an http:// or https:// URL with a host"
+    return None

@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 from pydantic import Field, field_validator, model_validator
 
-from storywatch.settings.base import Section
+from storywatch.settings.base import Section, http_url_problem
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+"""A URL scheme; two characters at least, so that a Windows drive (``C:``) is a path."""
+
+
+def feed_url_problem(url: str) -> str | None:
+    """Why the fetcher could not read a feed at ``url``, or None if it can.
+
+    The fetcher reads http(s) URLs with a host, ``file://`` URLs, and plain paths (taken
+    relative to the config file); anything else (``ftp://``, ``javascript:``, ``http://``
+    without a host) would only fail at every poll.
+
+    >>> [feed_url_problem(u) is None for u in ("https://a.example/rss", "feeds/a.xml", "file:///srv/a.xml")]
+    [True, True, True]
+    >>> feed_url_problem("ftp://a.example/rss")
+    "unsupported URL scheme 'ftp' in 'ftp://a.example/rss': use http://, https://, file:// or a path"
+    """
+    url = url.strip()
+    if not url:
+        return "url must not be blank"
+    match = _SCHEME.match(url)
+    if match is None:
+        if "://" in url:
+            return f"{url!r} is not a URL: the scheme before :// is missing or malformed"
+        return None  # a path, relative to the config file's directory
+    scheme = match.group(1).lower()
+    if scheme in ("http", "https"):
+        problem = http_url_problem(url)
+        return f"{problem}, got {url!r}" if problem else None
+    if scheme == "file":
+        parts = urlsplit(url)
+        if not url[5:].startswith("//") or parts.netloc not in ("", "localhost") or not parts.path:
+            return f"expected file:///absolute/path (a file on this machine), got {url!r}"
+        return None
+    return f"unsupported URL scheme {scheme!r} in {url!r}: use http://, https://, file:// or a path"
 
 
 class FeedSettings(Section):
-    """One feed. ``url`` is http(s)://, file://, or a path relative to the config file."""
+    """One feed. ``url`` is http(s)://, file://, or a path relative to the config file.
+
+    ``name`` is how ``status`` and ``feeds enable`` tell feeds apart, so two feeds may not
+    share one (a feed without a name shows its own title instead)."""
 
     url: str
     """http(s):// or file:// URL, or a path relative to the config file's directory."""
@@ -23,10 +64,43 @@ class FeedSettings(Section):
 
     @field_validator("url")
     @classmethod
-    def _url_not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("url must not be blank")
+    def _url_supported(cls, v: str) -> str:
+        problem = feed_url_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v.strip()
+
+    @field_validator("name")
+    @classmethod
+    def _name_trimmed(cls, v: str) -> str:
+        return v.strip()
+
+
+def feed_list_problems(feeds: list[FeedSettings]) -> list[tuple[str, str]]:
+    """``(dotted key, message)`` for each feed repeating an earlier feed's URL or name.
+
+    Names are compared ignoring case and surrounding space: "World Wire" and "world wire"
+    would be two indistinguishable rows in ``status``. A feed without a name takes its
+    title from the feed document, which is not known before the first poll, so only
+    names given in the config can clash here.
+    """
+    problems: list[tuple[str, str]] = []
+    urls = [f.url for f in feeds]
+    dupe_urls = sorted({u for u in urls if urls.count(u) > 1})
+    if dupe_urls:
+        problems.append(("feeds", f"duplicate feed urls {dupe_urls}"))
+    first: dict[str, int] = {}
+    for i, feed in enumerate(feeds):
+        key = " ".join(feed.name.casefold().split())
+        if not key:
+            continue
+        if key in first:
+            problems.append(
+                (f"feeds.{i}.name", f"{feed.name!r} is already the name of feeds.{first[key]}; give each feed its own")
+            )
+        else:
+            first[key] = i
+    return problems
 
 
 class IngestSettings(Section):

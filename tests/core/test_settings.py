@@ -86,6 +86,61 @@ ERROR_CASES = {
         {MAIN: "bus:\n  sasl_password: {vault: x}\n"},
         [(MAIN, "bus.sasl_password", "expected {env: VARIABLE_NAME} or {file: /path/to/secret}")],
     ),
+    "duplicate-feed-names": Case(
+        {
+            MAIN: "include: [feeds.yaml]\n",
+            "feeds.yaml": "feeds:\n  - url: a.xml\n    name: World Wire\n  - url: b.xml\n    name: ' world  WIRE'\n",
+        },
+        [("feeds.yaml", "feeds.1.name", "'world  WIRE' is already the name of feeds.0")],
+    ),
+    "duplicate-feed-urls-name-the-feeds-file": Case(
+        {MAIN: "include: [feeds.yaml]\n", "feeds.yaml": "feeds:\n  - url: a.xml\n  - url: a.xml\n"},
+        [("feeds.yaml", "feeds", "duplicate feed urls ['a.xml']")],
+    ),
+    "duplicate-topics-name-the-topics-file": Case(
+        {
+            MAIN: "include: [topics.yaml]\n",
+            "topics.yaml": "topics:\n  - {name: floods, description: x}\n  - {name: floods, description: y}\n",
+        },
+        [("topics.yaml", "topics", "duplicate topic names ['floods']")],
+    ),
+    "unknown-channel-names-the-topics-file": Case(
+        {MAIN: "include: [topics.yaml]\n", "topics.yaml": "topics:\n  - {name: a, description: x, channels: [p]}\n"},
+        [("topics.yaml", "topics.0.channels", "unknown channel 'p'")],
+    ),
+    "feed-url-ftp": Case(
+        {MAIN: "feeds:\n  - url: ftp://example.org/x\n"},
+        [(MAIN, "feeds.0.url", "unsupported URL scheme 'ftp' in 'ftp://example.org/x'")],
+    ),
+    "feed-url-without-host": Case(
+        {MAIN: "feeds:\n  - url: a.xml\n  - url: 'http://'\n"},
+        [(MAIN, "feeds.1.url", "expected an http:// or https:// URL with a host, got 'http://'")],
+    ),
+    "feed-url-javascript": Case(
+        {MAIN: "feeds:\n  - url: javascript:alert(1)\n"},
+        [(MAIN, "feeds.0.url", "unsupported URL scheme 'javascript'")],
+    ),
+    "feed-url-file-with-host": Case(
+        {MAIN: "feeds:\n  - url: file://server/share/a.xml\n"},
+        [(MAIN, "feeds.0.url", "expected file:///absolute/path")],
+    ),
+    "template-directory-missing": Case(
+        {
+            MAIN: "include: [channels.yaml]\n",
+            "channels.yaml": "alerts:\n  channels:\n    c:\n      kind: console\n      template: tmpl/\n",
+        },
+        [("channels.yaml", "alerts.channels.c.template", "tmpl does not exist")],
+    ),
+    "template-is-a-file": Case(
+        {MAIN: "alerts:\n  channels:\n    c:\n      kind: console\n      template: storywatch.yaml\n"},
+        [(MAIN, "alerts.channels.c.template", "is not a directory")],
+    ),
+    "slack-api-url": Case(
+        {MAIN: "alerts:\n  channels:\n    s:\n      kind: slack\n      token: {env: T}\n      channel: x\n"
+         "      api_url: slack.com/api\n"},
+        [(MAIN, "alerts.channels.s.api_url", "expected an http:// or https:// URL with a host")],
+        environ={"T": "xoxb-1"},
+    ),
     "env-override-invalid": Case(
         {MAIN: "store: {}\n"},
         [("STORYWATCH__BUS__KIND", "bus.kind", "Input should be 'embedded' or 'kafka' (got 'kafak')")],
@@ -294,3 +349,66 @@ def test_secret_reference_in_environment_override(tmp_path: Path, monkeypatch: p
     settings = load_settings(path, environ=environ)
     assert settings.bus.sasl_password is not None
     assert settings.bus.sasl_password.get_secret_value() == SECRET
+
+
+# -- URLs and names checked at load ---------------------------------------------------
+
+TOKEN = "sw-test-token-5c1e"
+BAD_CHANNEL_URLS = {
+    "webhook-typo-scheme": ("webhook", "url", f"htp:/127.0.0.1:18602/hook?token={TOKEN}"),
+    "webhook-no-host": ("webhook", "url", f"https:///hook?token={TOKEN}"),
+    "webhook-ftp": ("webhook", "url", f"ftp://hooks.example/{TOKEN}"),
+    "slack-webhook-no-scheme": ("slack", "webhook_url", f"hooks.slack.example/services/{TOKEN}"),
+}
+
+
+@pytest.mark.parametrize(("kind", "key", "value"), BAD_CHANNEL_URLS.values(), ids=BAD_CHANNEL_URLS.keys())
+def test_channel_urls_must_be_http_and_are_never_echoed(tmp_path: Path, kind: str, key: str, value: str) -> None:
+    path = write_files(
+        tmp_path,
+        {
+            MAIN: "include: [channels.yaml]\n",
+            "channels.yaml": f"alerts:\n  channels:\n    hook:\n      kind: {kind}\n      {key}: {{env: SW_HOOK}}\n",
+        },
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={"SW_HOOK": value})
+    assert info.value.problems == [
+        (
+            str((tmp_path / "channels.yaml").resolve()),
+            f"alerts.channels.hook.{key}",
+            "expected an http:// or https:// URL with a host (the value is a secret and not shown)",
+        )
+    ]
+    assert TOKEN not in str(info.value)
+
+
+GOOD_FEEDS = {
+    "https": "https://example.org/feed.xml",
+    "http-with-port": "http://127.0.0.1:8080/rss",
+    "relative-path": "feeds/a.xml",
+    "relative-path-with-colon": "./news:a.xml",
+    "absolute-path": "/srv/feeds/a.xml",
+    "file-url": "file:///srv/feeds/a.xml",
+    "file-url-localhost": "file://localhost/srv/feeds/a.xml",
+}
+
+
+@pytest.mark.parametrize("url", GOOD_FEEDS.values(), ids=GOOD_FEEDS.keys())
+def test_feed_locations_the_fetcher_reads_are_accepted(tmp_path: Path, url: str) -> None:
+    path = write_files(tmp_path, {MAIN: f"feeds:\n  - url: '{url}'\n"})
+    assert load_settings(path, environ={}).feeds[0].url == url
+
+
+def test_feeds_without_names_may_share_the_default(tmp_path: Path) -> None:
+    """Unnamed feeds show their own titles, unknown until polled: not a clash at load."""
+    path = write_files(tmp_path, {MAIN: "feeds:\n  - url: a.xml\n  - url: b.xml\n    name: ' '\n  - url: c.xml\n"})
+    assert [f.name for f in load_settings(path, environ={}).feeds] == ["", "", ""]
+
+
+def test_an_existing_template_directory_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "tmpl").mkdir()
+    path = write_files(tmp_path, {MAIN: "alerts:\n  channels:\n    c:\n      kind: console\n      template: tmpl\n"})
+    settings = load_settings(path, environ={})
+    channel = settings.alerts.channels["c"]
+    assert channel.template is not None and settings.path(channel.template) == (tmp_path / "tmpl").resolve()

@@ -6,10 +6,12 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ingest.commands import check_feeds, import_opml
 from ingest.service import NS_FEEDS
+from storywatch.settings import load_settings
 from tests.feedserver import FeedServer, Reply, rss
 from tests.ingest.conftest import FIXTURES, Harness, make_settings
 
@@ -110,3 +112,101 @@ def test_import_refuses_hostile_or_broken_opml(tmp_path: Path) -> None:
     bad.write_bytes(b"<opml><body><outline")
     assert import_opml(bad, cfg) == 1
     assert cfg.read_text() == "feeds: []\n"
+
+
+MIXED_OPML = b"""<?xml version="1.0" encoding="utf-8"?>
+<opml version="2.0"><body>
+  <outline text="World Wire" xmlUrl="https://wire.example/rss"/>
+  <outline text="Evil" xmlUrl="javascript:alert(1)"/>
+  <outline text="Old" xmlUrl="ftp://example.org/x"/>
+  <outline text="No host" xmlUrl="http://"/>
+  <outline text="Harbor" xmlUrl="https://harbor.example/rss"/>
+</body></opml>
+"""
+MAIN_WITH_INCLUDES = "# main\ninclude: [feeds.yaml, channels.yaml]\n"
+FEEDS_YAML = "# my feeds\nfeeds:\n  - url: https://existing.example/feed.xml\n    name: World Wire\n"
+CHANNELS_YAML = "# channels\nalerts:\n  channels:\n    console: {kind: console}\n"
+
+
+def split_config(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "storywatch.yaml").write_text(MAIN_WITH_INCLUDES)
+    (tmp_path / "feeds.yaml").write_text(FEEDS_YAML)
+    (tmp_path / "channels.yaml").write_text(CHANNELS_YAML)
+    opml = tmp_path / "subs.opml"
+    opml.write_bytes(MIXED_OPML)
+    return tmp_path / "storywatch.yaml", opml
+
+
+def snapshot(tmp_path: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(tmp_path.glob("*.yaml"))}
+
+
+def test_import_skips_and_reports_unsupported_urls_and_keeps_names_unique(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, opml = split_config(tmp_path)
+    assert import_opml(opml, cfg) == 0
+    out = capsys.readouterr().out
+    assert "skipped Evil: unsupported URL scheme 'javascript'" in out
+    assert "skipped Old: unsupported URL scheme 'ftp'" in out
+    assert "skipped No host: expected an http:// or https:// URL with a host" in out
+    assert "added 2 feeds" in out and "3 unsupported" in out
+    assert yaml.safe_load((tmp_path / "feeds.yaml").read_text())["feeds"][1:] == [
+        {"url": "https://wire.example/rss", "name": "World Wire (wire.example)"},
+        {"url": "https://harbor.example/rss", "name": "Harbor"},
+    ]
+    load_settings(cfg, environ={})  # the result is a valid config
+
+
+INTO_REFUSED = {
+    "another-file-of-the-config": ("channels.yaml", "feeds: is defined in"),
+    "a-file-outside-the-config": ("other.yaml", "feeds: is defined in"),
+    "a-directory": (".", "is a directory"),
+}
+
+
+@pytest.mark.parametrize(("into", "message"), INTO_REFUSED.values(), ids=INTO_REFUSED.keys())
+def test_import_into_a_file_other_than_the_feeds_file_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], into: str, message: str
+) -> None:
+    cfg, opml = split_config(tmp_path)
+    (tmp_path / "other.yaml").write_text("feeds: []\n")
+    before = snapshot(tmp_path)
+    assert import_opml(opml, cfg, tmp_path / into) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
+def test_import_into_the_feeds_file_checks_duplicates_against_the_whole_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, opml = split_config(tmp_path)
+    opml.write_bytes(OPML)  # Dupe is https://existing.example/feed.xml, in feeds.yaml
+    assert import_opml(opml, cfg, tmp_path / "feeds.yaml") == 0
+    assert "added 2 feeds" in capsys.readouterr().out
+    assert (tmp_path / "feeds.yaml").read_text().startswith("# my feeds\n")
+    assert len(load_settings(cfg, environ={}).feeds) == 3
+
+
+def test_import_with_broken_yaml_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, opml = split_config(tmp_path)
+    (tmp_path / "feeds.yaml").write_text("feeds:\n  - url: [unclosed\n")
+    before = snapshot(tmp_path)
+    assert import_opml(opml, cfg, tmp_path / "feeds.yaml") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"storywatch: {(tmp_path / 'feeds.yaml').resolve()}: invalid YAML: line")
+    assert len(err.splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
+def test_import_adds_the_feeds_section_to_an_included_file_when_none_exists(tmp_path: Path) -> None:
+    (tmp_path / "storywatch.yaml").write_text("# main\ninclude: [channels.yaml, feeds.yaml]\n")
+    (tmp_path / "channels.yaml").write_text(CHANNELS_YAML)
+    (tmp_path / "feeds.yaml").write_text("# feeds go here\n")
+    opml = tmp_path / "subs.opml"
+    opml.write_bytes(OPML)
+    assert import_opml(opml, tmp_path / "storywatch.yaml", tmp_path / "feeds.yaml") == 0
+    assert (tmp_path / "feeds.yaml").read_text().startswith("# feeds go here\nfeeds:\n")
+    assert (tmp_path / "channels.yaml").read_text() == CHANNELS_YAML
+    assert len(load_settings(tmp_path / "storywatch.yaml", environ={}).feeds) == 3
