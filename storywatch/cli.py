@@ -293,7 +293,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
 @main.command()
 @config_option
 @click.option("--host", default=None, help="Address to bind (default: http.host).")
-@click.option("--port", type=int, default=None, help="Port (default: http.port).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Port, 0 for any free one (default: http.port)."
+)
 def web(config_path: Path | None, host: str | None, port: int | None) -> None:
     """Serve the read-only dashboard until SIGTERM or Ctrl-C."""
     from storywatch.runtime import stop_on_signals
