@@ -61,12 +61,27 @@ class InputError(StorywatchError):
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """The objects of a JSON-lines file; blank lines are skipped, an object needs an ``id``."""
+    for _, row in read_numbered(path):
+        yield row
+
+
+def read_numbered(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`read_jsonl` with each object's line number, for messages that name the line.
+
+    Lines are decoded one at a time, so that a line that is not UTF-8 is named like a
+    line that is not JSON.
+    """
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
     with fh:
-        for n, line in enumerate(fh, 1):
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)"
+                raise InputError(path, reason, n) from None
             if not line.strip():
                 continue
             try:
@@ -75,7 +90,7 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputError(path, f"not JSON: {exc.msg}", n) from None
             if not isinstance(row, dict) or row.get("id") in (None, ""):
                 raise InputError(path, "expected an object with an id", n)
-            yield row
+            yield n, row
 
 
 def load_topics(path: Path) -> list[WatchedTopic]:

@@ -1,0 +1,51 @@
+"""Bad input to the offline commands: one line naming the file (and line), exit 2, no traceback.
+
+Each case runs the real ``storywatch`` command in a subprocess, in a directory without a
+config file, over files written to ``tmp_path``. The errors come before any model is
+loaded, so these runs take a second or two each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = b'{"id": "a1", "title": "Quake hits coast", "published": "2026-03-02T06:00:00Z"}\n'
+NOT_UTF8 = b'{"id": "a2", "title": "caf\xe9 \xff", "published": "2026-03-02T07:00:00Z"}\n'
+
+
+def sw(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("STORYWATCH_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "storywatch", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def commands(tmp_path: Path, data: Path, out: Path) -> dict[str, list[str]]:
+    """Each command that reads an article file, over ``data``, writing (if it writes) ``out``."""
+    (tmp_path / "topics.yaml").write_text("- name: earthquakes\n")
+    (tmp_path / "new.yaml").write_text("{}\n")
+    return {
+        "replay": ["replay", "--input", str(data), "--assignments", str(out)],
+        "topics score": ["topics", "score", "--topics", "topics.yaml", "--input", str(data), "--out", str(out)],
+        "eval clustering": ["eval", "clustering", "--input", str(data)],
+        "backtest": ["backtest", "--config", "new.yaml", "--input", str(data)],
+    }
+
+
+@pytest.mark.parametrize("command", ["replay", "topics score", "eval clustering", "backtest"])
+def test_input_that_is_not_utf8_names_file_and_line(tmp_path: Path, command: str) -> None:
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes(GOOD + b"\n" + NOT_UTF8)
+    proc = sw(tmp_path, *commands(tmp_path, data, tmp_path / "out.jsonl")[command])
+    assert proc.returncode == 2, proc.stderr
+    output = proc.stdout + proc.stderr
+    assert f"{data}:3: not UTF-8 (byte 0xe9" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "out.jsonl").exists()
