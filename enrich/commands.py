@@ -46,7 +46,8 @@ _SCORE_BATCH = 64
 
 
 class InputError(StorywatchError):
-    """An input file is unreadable or malformed; ``path`` and ``line`` say where."""
+    """A file named on the command line is unreadable, malformed or cannot be written;
+    ``path`` and ``line`` say where."""
 
     def __init__(self, path: Path, reason: str, line: int | None = None):
         self.path = path
@@ -91,6 +92,20 @@ def read_numbered(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict) or row.get("id") in (None, ""):
                 raise InputError(path, "expected an object with an id", n)
             yield n, row
+
+
+def open_output(path: Path) -> TextIO:
+    """``path`` opened for writing (its missing parent directories created), or an
+    :class:`InputError` saying why it cannot be.
+
+    Commands open their output before the work, not after it: a path that cannot be
+    written fails in a second instead of after the model is loaded and every article done.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
 def load_topics(path: Path) -> list[WatchedTopic]:
@@ -203,16 +218,16 @@ def score_topics(
     try:
         topics = load_topics(topics_path)
         rows = list(read_jsonl(input_path))
+        out = open_output(out_path)
     except InputError as exc:
         print(f"storywatch: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    ecfg = embed_config(settings)
-    embedder = embedder or make_embedder(ecfg)
-    matcher = TopicMatcher(
-        topics, embedder, default_threshold=settings.enrich.topic_threshold, settings=settings.enrich.topics
-    )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("w", encoding="utf-8") as out:
+    with out:
+        ecfg = embed_config(settings)
+        embedder = embedder or make_embedder(ecfg)
+        matcher = TopicMatcher(
+            topics, embedder, default_threshold=settings.enrich.topic_threshold, settings=settings.enrich.topics
+        )
         for start in range(0, len(rows), _SCORE_BATCH):
             batch = rows[start : start + _SCORE_BATCH]
             titles = [_text(r.get("title")) for r in batch]
@@ -238,14 +253,20 @@ def replay(
 ) -> int:
     """Normalise the articles, run them through the enrich service on a temporary embedded
     bus and store, in file order, and write each article's final story."""
-    from storywatch.bus.embedded import EmbeddedBus
-    from storywatch.store.sqlite import SQLiteStore
-
     try:
         rows = list(read_jsonl(input_path))
+        out = open_output(assignments_path)
     except InputError as exc:
         print(f"storywatch: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    with out:
+        return _replay(settings, rows, out, embedder)
+
+
+def _replay(settings: Settings, rows: list[dict[str, Any]], out: TextIO, embedder: Embedder | None) -> int:
+    from storywatch.bus.embedded import EmbeddedBus
+    from storywatch.store.sqlite import SQLiteStore
+
     articles = normalise(rows)
     # One snapshot at the end: a replay has no crash to recover from.
     settings = settings.model_copy(
@@ -275,15 +296,13 @@ def replay(
         finally:
             bus.close()
             store.close()
-    assignments_path.parent.mkdir(parents=True, exist_ok=True)
     missing = 0
-    with assignments_path.open("w", encoding="utf-8") as out:
-        for a in articles:
-            sid = assigned.get(a.id)
-            if sid is None:  # dead-lettered: its own story, so the output stays complete
-                missing += 1
-                sid = "unassigned-" + a.id
-            out.write(json.dumps({"id": a.id, "story_id": final.get(sid, sid)}, ensure_ascii=False) + "\n")
+    for a in articles:
+        sid = assigned.get(a.id)
+        if sid is None:  # dead-lettered: its own story, so the output stays complete
+            missing += 1
+            sid = "unassigned-" + a.id
+        out.write(json.dumps({"id": a.id, "story_id": final.get(sid, sid)}, ensure_ascii=False) + "\n")
     if missing:
         log.warning("articles could not be enriched", extra=kv(articles=missing))
     return EXIT_OK

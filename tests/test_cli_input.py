@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,27 @@ def test_input_that_is_not_utf8_names_file_and_line(tmp_path: Path, command: str
     assert f"{data}:3: not UTF-8 (byte 0xe9" in output
     assert "Traceback" not in output
     assert not (tmp_path / "out.jsonl").exists()
+
+
+UNWRITABLE = [
+    ("in /proc", lambda tmp: Path("/proc/storywatch-test/out.jsonl")),
+    ("a directory", lambda tmp: tmp),
+    ("parent is a file", lambda tmp: tmp / "articles.jsonl" / "out.jsonl"),
+]
+
+
+@pytest.mark.parametrize("command", ["replay", "topics score"])
+@pytest.mark.parametrize("where", [u[1] for u in UNWRITABLE], ids=[u[0] for u in UNWRITABLE])
+def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path: Path, command: str, where: Any) -> None:
+    """The output is opened before the model is loaded: with a model that does not exist,
+    the error is still about the output."""
+    data = tmp_path / "articles.jsonl"
+    data.write_bytes(GOOD)
+    config = tmp_path / "no-model.yaml"
+    config.write_text("enrich:\n  embed:\n    model: /nonexistent/model\n")
+    config.chmod(0o600)
+    out = where(tmp_path)
+    proc = sw(tmp_path, *commands(tmp_path, data, out)[command], "--config", str(config))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"storywatch: {out}: cannot write: "), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
