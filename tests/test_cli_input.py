@@ -7,6 +7,7 @@ loaded, so these runs take a second or two each.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,23 @@ def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path: Path, 
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"storywatch: {out}: cannot write: "), proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_accepted_input_problems_are_warnings_not_errors(tmp_path: Path) -> None:
+    """Through the real command: a repeated id, a title that is a list and a published
+    that is not a time are warned about with file and line, and replay still writes one
+    line per input line, each id as given."""
+    data = tmp_path / "articles.jsonl"
+    data.write_bytes(
+        GOOD
+        + b'{"id": 7, "title": ["Quake", "aftershock"], "published": "yesterday"}\n'
+        + b'{"id": "a1", "title": "Quake hits coast again", "published": null}\n'
+    )
+    out = tmp_path / "out" / "assignments.jsonl"
+    proc = sw(tmp_path, *commands(tmp_path, data, out)["replay"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"storywatch: warning: {data}:2: title: expected a string, got a list" in proc.stderr
+    assert f"storywatch: warning: {data}:2: published: not a time ('yesterday')" in proc.stderr
+    assert f'storywatch: warning: {data}: 1 line repeats the id of an earlier line: "a1" (line 3)' in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a1", 7, "a1"]
