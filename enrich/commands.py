@@ -9,18 +9,22 @@ Their interfaces are fixed (other tools read the output):
 - ``storywatch eval clustering --input A.jsonl`` prints BCubed precision, recall, F1.
 
 Input articles are JSON lines with ``id, title, text, published, source, url``; any
-field but ``id`` may be empty or null.
+field but ``id`` may be empty or null. The ``id`` (a string or a number) is written back
+exactly as given. A line that is not UTF-8, not JSON or has no usable ``id`` stops the
+command (exit 2, naming the line); a text field that is not a string, a ``published``
+that is not a time, a repeated id or (for ``eval clustering``) a missing ``story`` label
+does not, but is warned about on stderr with the file and line (:mod:`enrich.fields`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -29,6 +33,16 @@ import yaml
 from pydantic import ValidationError
 
 from enrich.embed import Embedder, article_text, make_embedder
+from enrich.fields import (
+    SHOWN,
+    InputWarnings,
+    as_text,
+    body_field,
+    check_fields,
+    parse_time,
+    repeated_ids,
+    warn_repeated_ids,
+)
 from enrich.service import EnrichService, embed_config
 from enrich.topics import TopicMatcher
 from storywatch.clock import FakeClock
@@ -46,7 +60,8 @@ _SCORE_BATCH = 64
 
 
 class InputError(StorywatchError):
-    """An input file is unreadable or malformed; ``path`` and ``line`` say where."""
+    """A file named on the command line is unreadable, malformed or cannot be written;
+    ``path`` and ``line`` say where."""
 
     def __init__(self, path: Path, reason: str, line: int | None = None):
         self.path = path
@@ -61,12 +76,27 @@ class InputError(StorywatchError):
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """The objects of a JSON-lines file; blank lines are skipped, an object needs an ``id``."""
+    for _, row in read_numbered(path):
+        yield row
+
+
+def read_numbered(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`read_jsonl` with each object's line number, for messages that name the line.
+
+    Lines are decoded one at a time, so that a line that is not UTF-8 is named like a
+    line that is not JSON.
+    """
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
     with fh:
-        for n, line in enumerate(fh, 1):
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)"
+                raise InputError(path, reason, n) from None
             if not line.strip():
                 continue
             try:
@@ -75,7 +105,30 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputError(path, f"not JSON: {exc.msg}", n) from None
             if not isinstance(row, dict) or row.get("id") in (None, ""):
                 raise InputError(path, "expected an object with an id", n)
-            yield row
+            if not _usable_id(row["id"]):
+                raise InputError(path, f"id: expected a string or a number, got {json.dumps(row['id'])}", n)
+            yield n, row
+
+
+def _usable_id(value: Any) -> bool:
+    """A string or a finite number: an id that can be written back as it was given."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def open_output(path: Path) -> TextIO:
+    """``path`` opened for writing (its missing parent directories created), or an
+    :class:`InputError` saying why it cannot be.
+
+    Commands open their output before the work, not after it: a path that cannot be
+    written fails in a second instead of after the model is loaded and every article done.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
 def load_topics(path: Path) -> list[WatchedTopic]:
@@ -107,9 +160,7 @@ def load_topics(path: Path) -> list[WatchedTopic]:
 
 def _text(value: Any) -> str:
     """Visible text of a field that may hold HTML, whitespace collapsed."""
-    if value is None:
-        return ""
-    s = str(value)
+    s = as_text(value)[0]
     if "<" in s or "&" in s:
         from selectolax.lexbor import LexborHTMLParser
 
@@ -119,29 +170,6 @@ def _text(value: Any) -> str:
         root = tree.body or tree.root
         s = root.text(separator="") if root is not None else s
     return " ".join(s.split())
-
-
-def parse_time(value: Any) -> datetime | None:
-    """ISO 8601, RFC 2822 or Unix seconds, as aware UTC (naive taken as UTC); None if unusable."""
-    if value is None or value == "":
-        return None
-    dt: datetime | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return datetime.fromtimestamp(float(value), UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    s = str(value).strip()
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        try:
-            dt = parsedate_to_datetime(s)
-        except (TypeError, ValueError, IndexError):
-            return None
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def normalise(rows: list[dict[str, Any]]) -> list[Article]:
@@ -156,14 +184,14 @@ def normalise(rows: list[dict[str, Any]]) -> list[Article]:
     for row in rows:
         published = parse_time(row.get("published")) or previous
         previous = published
-        url = str(row["url"]).strip() if row.get("url") else None
+        url = as_text(row.get("url"))[0].strip() or None
         host = (urlsplit(url).hostname or "").removeprefix("www.") if url else ""
         out.append(
             Article(
                 id=str(row["id"]),
                 url=url or None,
                 title=_text(row.get("title")),
-                summary=_text(row.get("text") if row.get("text") is not None else row.get("summary")),
+                summary=_text(row.get(body_field(row))),
                 published=published,
                 fetched_at=published,
                 source=_text(row.get("source")) or host,
@@ -184,24 +212,33 @@ def score_topics(
     *,
     embedder: Embedder | None = None,
 ) -> int:
-    """Score every article of ``input_path`` against the topics of ``topics_path``."""
+    """Score every article of ``input_path`` against the topics of ``topics_path``.
+
+    One output line per input line, in order: an id that repeats is scored again on each
+    of its lines (and warned about, as is a title or text that is not a string).
+    """
     try:
         topics = load_topics(topics_path)
-        rows = list(read_jsonl(input_path))
+        numbered = list(read_numbered(input_path))
+        out = open_output(out_path)
     except InputError as exc:
         print(f"storywatch: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    ecfg = embed_config(settings)
-    embedder = embedder or make_embedder(ecfg)
-    matcher = TopicMatcher(
-        topics, embedder, default_threshold=settings.enrich.topic_threshold, settings=settings.enrich.topics
-    )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("w", encoding="utf-8") as out:
+    warnings = InputWarnings(input_path)
+    check_fields(warnings, numbered, ("title", "body"))
+    warn_repeated_ids(warnings, list(repeated_ids(numbered)), "each line is scored")
+    warnings.close()
+    rows = [row for _, row in numbered]
+    with out:
+        ecfg = embed_config(settings)
+        embedder = embedder or make_embedder(ecfg)
+        matcher = TopicMatcher(
+            topics, embedder, default_threshold=settings.enrich.topic_threshold, settings=settings.enrich.topics
+        )
         for start in range(0, len(rows), _SCORE_BATCH):
             batch = rows[start : start + _SCORE_BATCH]
             titles = [_text(r.get("title")) for r in batch]
-            bodies = [_text(r.get("text") if r.get("text") is not None else r.get("summary")) for r in batch]
+            bodies = [_text(r.get(body_field(r))) for r in batch]
             texts = [article_text(t, b, ecfg.lead_chars) for t, b in zip(titles, bodies, strict=True)]
             vectors = embedder.encode(texts)
             for i, row in enumerate(batch):
@@ -222,15 +259,34 @@ def replay(
     settings: Settings, input_path: Path, assignments_path: Path, *, embedder: Embedder | None = None
 ) -> int:
     """Normalise the articles, run them through the enrich service on a temporary embedded
-    bus and store, in file order, and write each article's final story."""
-    from storywatch.bus.embedded import EmbeddedBus
-    from storywatch.store.sqlite import SQLiteStore
+    bus and store, in file order, and write each article's final story.
 
+    One output line per input line, in order, with the id as given. An id that repeats is
+    the same article delivered again, as the live pipeline takes it: it is not clustered
+    a second time (a new title counts as a retitle), and each of its lines gets the
+    story of that article. Repeated ids are warned about, as are text fields that are not
+    strings and ``published`` values that are not times.
+    """
     try:
-        rows = list(read_jsonl(input_path))
+        numbered = list(read_numbered(input_path))
+        out = open_output(assignments_path)
     except InputError as exc:
         print(f"storywatch: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    warnings = InputWarnings(input_path)
+    check_fields(warnings, numbered, ("title", "body", "published", "source", "url"))
+    warn_repeated_ids(
+        warnings, list(repeated_ids(numbered)), "each is taken as that article delivered again and gets its story"
+    )
+    warnings.close()
+    with out:
+        return _replay(settings, [row for _, row in numbered], out, embedder)
+
+
+def _replay(settings: Settings, rows: list[dict[str, Any]], out: TextIO, embedder: Embedder | None) -> int:
+    from storywatch.bus.embedded import EmbeddedBus
+    from storywatch.store.sqlite import SQLiteStore
+
     articles = normalise(rows)
     # One snapshot at the end: a replay has no crash to recover from.
     settings = settings.model_copy(
@@ -260,15 +316,13 @@ def replay(
         finally:
             bus.close()
             store.close()
-    assignments_path.parent.mkdir(parents=True, exist_ok=True)
     missing = 0
-    with assignments_path.open("w", encoding="utf-8") as out:
-        for a in articles:
-            sid = assigned.get(a.id)
-            if sid is None:  # dead-lettered: its own story, so the output stays complete
-                missing += 1
-                sid = "unassigned-" + a.id
-            out.write(json.dumps({"id": a.id, "story_id": final.get(sid, sid)}, ensure_ascii=False) + "\n")
+    for row, a in zip(rows, articles, strict=True):
+        sid = assigned.get(a.id)
+        if sid is None:  # dead-lettered: its own story, so the output stays complete
+            missing += 1
+            sid = "unassigned-" + a.id
+        out.write(json.dumps({"id": row["id"], "story_id": final.get(sid, sid)}, ensure_ascii=False) + "\n")
     if missing:
         log.warning("articles could not be enriched", extra=kv(articles=missing))
     return EXIT_OK
@@ -285,16 +339,40 @@ def eval_clustering(
     *,
     embedder: Embedder | None = None,
 ) -> int:
-    """BCubed precision, recall and F1 of the clusterer on a file labelled with ``story``."""
+    """BCubed precision, recall and F1 of the clusterer on a file labelled with ``story``.
+
+    Articles without a ``story`` label are not scored, and of an id that repeats only the
+    first labelled line is (a repeat would count twice); both are warned about, with
+    how many lines.
+    """
     from enrich.evaluate import evaluate_file
     from enrich.service import cluster_config
 
     ecfg = embed_config(settings)
     try:
-        rows = [r for r in read_jsonl(input_path) if r.get("story") is not None]
+        numbered = list(read_numbered(input_path))
     except InputError as exc:
         print(f"storywatch: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    warnings = InputWarnings(input_path)
+    labelled = [(n, r) for n, r in numbered if r.get("story") is not None]
+    if not labelled:
+        print(f"storywatch: {input_path}: no articles with a 'story' label", file=sys.stderr)
+        return EXIT_FAILED
+    unlabelled = [n for n, r in numbered if r.get("story") is None]
+    if unlabelled:
+        lines = ", ".join(str(n) for n in unlabelled[:SHOWN]) + (", ..." if len(unlabelled) > SHOWN else "")
+        where = "line" if len(unlabelled) == 1 else "lines"
+        warnings.file(
+            f"articles without a 'story' label are not scored: {len(unlabelled)} of {len(numbered)} ({where} {lines})"
+        )
+    repeats = list(repeated_ids(labelled))
+    warn_repeated_ids(warnings, repeats, "only the first line of each is scored")
+    skip = {n for n, _ in repeats}
+    labelled = [(n, r) for n, r in labelled if n not in skip]
+    check_fields(warnings, labelled, ("title", "body", "published", "source", "url"))
+    warnings.close()
+    rows = [r for _, r in labelled]
     # Same normalisation as replay (HTML, any date format), handed over as plain ISO JSONL.
     with tempfile.TemporaryDirectory(prefix="storywatch-eval-") as tmp:
         clean = Path(tmp) / "articles.jsonl"
@@ -309,9 +387,6 @@ def eval_clustering(
             clean, cluster_config(settings), embedder or make_embedder(ecfg), shuffle_seed, ecfg.lead_chars
         )
     result["input"] = str(input_path)
-    if not result.get("articles"):
-        print(f"storywatch: {input_path}: no articles with a 'story' label", file=sys.stderr)
-        return EXIT_FAILED
     out.write(
         f"BCubed precision: {result['precision']:.4f}\n"
         f"BCubed recall:    {result['recall']:.4f}\n"

@@ -97,8 +97,13 @@ def _parse_time(value: object) -> datetime:
 def read_jsonl(path: Path) -> Iterator[Article]:
     """Articles of a JSONL file with ``id, title, text, published, source, url`` per line
     (``text`` may be named ``summary``; blank lines are skipped)."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)"
+                raise BacktestInputError(path, n, reason) from None
             if not line.strip():
                 continue
             try:

@@ -293,7 +293,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
 @main.command()
 @config_option
 @click.option("--host", default=None, help="Address to bind (default: http.host).")
-@click.option("--port", type=int, default=None, help="Port (default: http.port).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Port, 0 for any free one (default: http.port)."
+)
 def web(config_path: Path | None, host: str | None, port: int | None) -> None:
     """Serve the read-only dashboard until SIGTERM or Ctrl-C."""
     from storywatch.runtime import stop_on_signals
@@ -382,7 +384,12 @@ def feeds_import(config_path: Path | None, opml: Path, into: Path | None) -> Non
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--assignments", "out_path", required=True, type=click.Path(path_type=Path))
 def replay(config_path: Path | None, input_path: Path, out_path: Path) -> None:
-    """Stream a JSONL file of articles through normalise and enrich; write story assignments."""
+    """Stream a JSONL file of articles through normalise and enrich; write story assignments.
+
+    One {"id", "story_id"} line per input line, the id as given. A repeated id is the
+    same article delivered again: it gets that article's story. Repeated ids, text fields
+    that are not strings and unreadable times are warned about on stderr.
+    """
     from enrich.commands import replay as do_replay
 
     sys.exit(do_replay(_load_quiet(config_path), input_path, out_path))
@@ -399,7 +406,11 @@ def topics() -> None:
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path))
 def topics_score(config_path: Path | None, topics_path: Path, input_path: Path, out_path: Path) -> None:
-    """Score every article of a JSONL file against the topics of a YAML file."""
+    """Score every article of a JSONL file against the topics of a YAML file.
+
+    One {"id", "scores", "matched"} line per input line, the id as given; a repeated id
+    is scored again. Repeated ids and text fields that are not strings are warned about.
+    """
     from enrich.commands import score_topics
 
     sys.exit(score_topics(_load_quiet(config_path), topics_path, input_path, out_path))
@@ -415,7 +426,11 @@ def eval_group() -> None:
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--shuffle-seed", type=int, default=None, help="Shuffle the input with this seed first.")
 def eval_clustering(config_path: Path | None, input_path: Path, shuffle_seed: int | None) -> None:
-    """Replay a labelled JSONL set (gold label in `story`); print BCubed P, R and F1."""
+    """Replay a labelled JSONL set (gold label in `story`); print BCubed P, R and F1.
+
+    Articles without a label are not scored, nor the later lines of a repeated id; both
+    are warned about on stderr with how many lines.
+    """
     from enrich.commands import eval_clustering as do_eval
 
     sys.exit(do_eval(_load_quiet(config_path), input_path, shuffle_seed, sys.stdout))

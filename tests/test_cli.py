@@ -153,3 +153,12 @@ def test_ctrl_c_exits_130(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "99999"])
+def test_web_rejects_a_port_out_of_range(port: str) -> None:
+    """An impossible port is a usage error (exit 2), not an OverflowError or a wrapped port."""
+    proc = sw("web", "--port", port)
+    assert proc.returncode == 2, proc.stderr
+    assert "Invalid value for '--port'" in proc.stderr and "0<=x<=65535" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -181,3 +181,134 @@ def test_replay_through_the_cli(tmp_path: Path, articles: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [line["id"] for line in read_lines(out)] == [r["id"] for r in ROWS]
+
+
+# -- input that is accepted with a warning ---------------------------------------------
+
+
+def test_valid_files_give_no_warnings(tmp_path: Path, articles: Path, embedder: Embedder, capsys: Any) -> None:
+    """Null and empty fields are valid (the README: any may be empty or null except id)."""
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(TOPICS_YAML)
+    assert replay(Settings(), articles, tmp_path / "a.jsonl", embedder=embedder) == EXIT_OK
+    assert score_topics(Settings(), topics, articles, tmp_path / "s.jsonl", embedder=embedder) == EXIT_OK
+    assert eval_clustering(Settings(), articles, None, io.StringIO(), embedder=embedder) == EXIT_OK
+    assert capsys.readouterr().err == ""
+
+
+def test_the_id_is_written_back_as_given(tmp_path: Path, embedder: Embedder, capsys: Any) -> None:
+    """A numeric id comes back as the same number from both commands, not as a string."""
+    rows = [{**ROWS[0], "id": 123}, {**ROWS[1], "id": "123x"}, {**ROWS[4], "id": 4.5}]
+    data = write_jsonl(tmp_path / "numeric.jsonl", rows)
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(TOPICS_YAML)
+    assert replay(Settings(), data, tmp_path / "a.jsonl", embedder=embedder) == EXIT_OK
+    assert score_topics(Settings(), topics, data, tmp_path / "s.jsonl", embedder=embedder) == EXIT_OK
+    for out in ("a.jsonl", "s.jsonl"):
+        ids = [line["id"] for line in read_lines(tmp_path / out)]
+        assert ids == [123, "123x", 4.5] and isinstance(ids[0], int), out
+    assert capsys.readouterr().err == ""
+
+
+BAD_IDS = [("true", True), ("object", {"a": 1}), ("list", [1]), ("false", False)]
+
+
+@pytest.mark.parametrize("ident", [b[1] for b in BAD_IDS], ids=[b[0] for b in BAD_IDS])
+def test_an_id_that_is_not_a_string_or_number_is_an_error(
+    tmp_path: Path, embedder: Embedder, capsys: Any, ident: Any
+) -> None:
+    data = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], {**ROWS[1], "id": ident}])
+    assert replay(Settings(), data, tmp_path / "o.jsonl", embedder=embedder) == EXIT_INPUT
+    assert f"{data}:2: id: expected a string or a number" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_wrong_field_types_are_warned_with_file_and_line(tmp_path: Path, embedder: Embedder, capsys: Any) -> None:
+    rows = [
+        ROWS[0],
+        {**ROWS[1], "title": ["Magnitude 6.8", "earthquake strikes Morocco"], "published": "yesterday"},
+        {**ROWS[2], "text": 42, "source": {"name": "Asia Desk"}},
+        ROWS[4],
+    ]
+    data = write_jsonl(tmp_path / "types.jsonl", rows)
+    out = tmp_path / "a.jsonl"
+    assert replay(Settings(), data, out, embedder=embedder) == EXIT_OK
+    err = capsys.readouterr().err
+    assert f"{data}:2: title: expected a string, got a list; its items are joined" in err
+    assert f"{data}:2: published: not a time ('yesterday'); the previous article's time is used" in err
+    assert f"{data}:3: text: expected a string, got a number; used as text" in err
+    assert f"{data}:3: source: expected a string, got an object; ignored" in err
+    assert len(err.splitlines()) == 4
+    # What the warnings say is what was done, and the file is still replayed whole.
+    arts = normalise(rows)
+    assert arts[1].title == "Magnitude 6.8 earthquake strikes Morocco"
+    assert arts[1].published == arts[0].published
+    assert (arts[2].summary, arts[2].source) == ("42", "")
+    story = {line["id"]: line["story_id"] for line in read_lines(out)}
+    assert len(story) == 4 and story["a2"] == story["a5"]
+
+
+def test_topics_score_warns_only_about_the_fields_it_reads(tmp_path: Path, embedder: Embedder, capsys: Any) -> None:
+    rows = [{**ROWS[0], "published": "yesterday", "url": 7}, {**ROWS[1], "title": ["a", "b"]}]
+    data = write_jsonl(tmp_path / "types.jsonl", rows)
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(TOPICS_YAML)
+    assert score_topics(Settings(), topics, data, tmp_path / "s.jsonl", embedder=embedder) == EXIT_OK
+    err = capsys.readouterr().err
+    assert err == f"storywatch: warning: {data}:2: title: expected a string, got a list; its items are joined\n"
+
+
+def test_many_bad_lines_show_the_first_few_and_a_count(tmp_path: Path, capsys: Any) -> None:
+    from enrich.fields import SHOWN, InputWarnings, check_fields
+
+    numbered = [(n, {"id": str(n), "published": "soon"}) for n in range(1, 11)]
+    warnings = InputWarnings(tmp_path / "x.jsonl")
+    check_fields(warnings, numbered, ("title", "published"))
+    warnings.close()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == SHOWN + 1
+    assert err[0].endswith("x.jsonl:1: published: not a time ('soon'); the previous article's time is used")
+    assert err[-1].endswith(f"x.jsonl: 10 lines in all with an unreadable published time (the first {SHOWN} shown)")
+
+
+def test_eval_clustering_warns_about_unlabelled_articles(tmp_path: Path, embedder: Embedder, capsys: Any) -> None:
+    rows = [*ROWS[:3], {k: v for k, v in ROWS[3].items() if k != "story"}, ROWS[4], {**ROWS[0], "id": "b1"}]
+    data = write_jsonl(tmp_path / "partly.jsonl", rows)
+    out = io.StringIO()
+    assert eval_clustering(Settings(), data, None, out, embedder=embedder) == EXIT_OK
+    assert "articles: 5" in out.getvalue()  # the labelled ones are still scored
+    err = capsys.readouterr().err
+    assert f"{data}: articles without a 'story' label are not scored: 1 of 6 (line 4)" in err
+
+
+def test_repeated_ids_are_warned_about(tmp_path: Path, embedder: Embedder, capsys: Any) -> None:
+    """replay: one line per input line, a repeat gets its article's story; topics score:
+    every line scored; eval clustering: only the first line of an id scored."""
+    rows = [*ROWS, {**ROWS[1], "title": "Morocco quake: rescuers search villages"}, {**ROWS[0], "id": "a3"}]
+    data = write_jsonl(tmp_path / "repeats.jsonl", rows)
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(TOPICS_YAML)
+    where = f'{data}: 2 lines repeat the id of an earlier line: "a2" (line 6), "a3" (line 7); '
+
+    assert replay(Settings(), data, tmp_path / "a.jsonl", embedder=embedder) == EXIT_OK
+    assert where + "each is taken as that article delivered again and gets its story" in capsys.readouterr().err
+    lines = read_lines(tmp_path / "a.jsonl")
+    assert [line["id"] for line in lines] == [r["id"] for r in rows]
+    assert lines[5]["story_id"] == lines[1]["story_id"] and lines[6]["story_id"] == lines[2]["story_id"]
+
+    assert score_topics(Settings(), topics, data, tmp_path / "s.jsonl", embedder=embedder) == EXIT_OK
+    assert where + "each line is scored" in capsys.readouterr().err
+    assert [line["id"] for line in read_lines(tmp_path / "s.jsonl")] == [r["id"] for r in rows]
+
+    out = io.StringIO()
+    assert eval_clustering(Settings(), data, None, out, embedder=embedder) == EXIT_OK
+    assert where + "only the first line of each is scored" in capsys.readouterr().err
+    assert "articles: 5" in out.getvalue()
+
+
+def test_fields_doctests() -> None:
+    import doctest
+
+    import enrich.fields
+
+    assert doctest.testmod(enrich.fields).failed == 0
