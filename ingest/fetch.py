@@ -8,18 +8,27 @@ so a gzip bomb stops at the limit too), and turns every failure into a
 
 ``file://`` URLs are read from disk with the file's mtime and size as the validator, so
 the offline demo behaves like a server that answers 304 when nothing changed.
+
+:meth:`Fetcher.abort` cuts every download in flight at once (a stopping service must not
+wait out a server that trickles bytes for a minute); those fetches raise
+:class:`FetchAbortedError`.
 """
 
 from __future__ import annotations
 
 import email.utils
+import socket
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
+import httpcore
 import httpx
 
 from storywatch.errors import FeedFetchError
@@ -43,6 +52,13 @@ class FeedRedirectError(FeedFetchError):
 
 class FeedHTTPError(FeedFetchError):
     """The server answered with an error status (``status`` says which)."""
+
+
+class FetchAbortedError(FeedFetchError):
+    """The fetcher was aborted (the service is stopping) while this fetch was in flight.
+
+    It says nothing about the feed: the poll is dropped, as if it had not happened.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +99,75 @@ def user_agent(contact_url: str) -> str:
     return f"storywatch/{v} (+{contact_url})"
 
 
+class _AbortableStream(httpcore.NetworkStream):
+    """A connection that :class:`_AbortableBackend` can cut from another thread."""
+
+    def __init__(self, inner: httpcore.NetworkStream, backend: _AbortableBackend):
+        self._inner = inner
+        self._backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._backend.forget(self)
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        self._inner = self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+    def cut(self) -> None:
+        sock = self._inner.get_extra_info("socket")
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError):  # already closed
+            pass
+
+
+class _AbortableBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, remembering open connections so that :meth:`abort` can
+    cut them: closing a socket does not wake a thread blocked reading it, ``shutdown`` does.
+
+    Once aborted, new connections are refused. A connect in progress is not interrupted
+    (``connect_timeout_s`` bounds it).
+    """
+
+    def __init__(self) -> None:
+        self.aborted = threading.Event()
+        self._lock = threading.Lock()
+        self._open: weakref.WeakSet[_AbortableStream] = weakref.WeakSet()
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        if self.aborted.is_set():
+            raise httpcore.ConnectError("the fetcher was aborted")
+        stream = _AbortableStream(super().connect_tcp(*args, **kwargs), self)
+        with self._lock:
+            self._open.add(stream)
+        if self.aborted.is_set():  # aborted while connecting
+            stream.cut()
+        return stream
+
+    def forget(self, stream: _AbortableStream) -> None:
+        with self._lock:
+            self._open.discard(stream)
+
+    def abort(self) -> None:
+        self.aborted.set()
+        with self._lock:
+            streams = list(self._open)
+        for stream in streams:
+            stream.cut()
+
+
 class Fetcher:
     """An HTTP client configured from :class:`IngestSettings`, shared by the poller threads.
 
@@ -91,6 +176,25 @@ class Fetcher:
 
     def __init__(self, settings: IngestSettings, *, transport: httpx.BaseTransport | None = None):
         self.settings = settings
+        self._aborted = threading.Event()
+        self._backend: _AbortableBackend | None = None
+        limits = httpx.Limits(
+            max_connections=settings.global_concurrency * 2,
+            max_keepalive_connections=settings.global_concurrency * 2,
+        )
+        if transport is None:
+            self._backend = _AbortableBackend()
+            http = httpx.HTTPTransport(limits=limits)
+            # httpx does not take a network backend; its transport's pool is rebuilt with
+            # the same settings and ours, so that abort() can reach the sockets.
+            http._pool = httpcore.ConnectionPool(
+                ssl_context=httpx.create_ssl_context(),
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=self._backend,
+            )
+            transport = http
         timeout = httpx.Timeout(
             connect=settings.connect_timeout_s,
             read=settings.read_timeout_s,
@@ -102,23 +206,42 @@ class Fetcher:
             follow_redirects=True,
             max_redirects=settings.max_redirects,
             headers={"User-Agent": user_agent(settings.contact_url), "Accept": ACCEPT},
-            limits=httpx.Limits(
-                max_connections=settings.global_concurrency * 2,
-                max_keepalive_connections=settings.global_concurrency * 2,
-            ),
+            limits=limits,
             transport=transport,
         )
 
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
+
+    def abort(self) -> None:
+        """Cut the downloads in flight and refuse new ones, from any thread; they raise
+        :class:`FetchAbortedError`. Used when stopping, before :meth:`close`."""
+        self._aborted.set()
+        if self._backend is not None:
+            self._backend.abort()
+
     def fetch(
         self, url: str, validators: Validators | None = None, *, max_body_bytes: int | None = None
     ) -> FetchResult:
         limit = max_body_bytes or self.settings.max_body_bytes
-        if url.startswith("file:"):
-            return _fetch_file(url, validators, limit)
-        return self._fetch_http(url, validators or Validators(), limit)
+        if self.aborted:
+            raise FetchAbortedError(url, "not fetched: the fetcher was aborted")
+        try:
+            if url.startswith("file:"):
+                result = _fetch_file(url, validators, limit)
+            else:
+                result = self._fetch_http(url, validators or Validators(), limit)
+        except FeedFetchError:
+            if self.aborted:
+                raise FetchAbortedError(url, "abandoned: the fetcher was aborted") from None
+            raise
+        if self.aborted:  # a cut connection can look like the end of a body without a length
+            raise FetchAbortedError(url, "abandoned: the fetcher was aborted")
+        return result
 
     def _fetch_http(self, url: str, validators: Validators, limit: int) -> FetchResult:
         headers = {}

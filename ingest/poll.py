@@ -67,6 +67,9 @@ class PollOutcome:
     (servers without ETag or Last-Modified resend the same bytes)."""
     entry_marks: list[str] | None = None
     """Fingerprints of this document's entries; None when it was not parsed."""
+    abandoned: bool = False
+    """The fetcher was aborted (the service is stopping) before the poll finished: it
+    did not happen, and the feed's state must not move."""
 
     @property
     def ok(self) -> bool:
@@ -124,6 +127,7 @@ class Poller:
             log.exception("unexpected error polling feed", extra=kv(feed_url=spec.key))
             out.error = FeedParseError(state.url, f"unexpected {type(exc).__name__}: {exc}")
         out.elapsed_s = time.monotonic() - start
+        out.abandoned = self.fetcher.aborted
         return out
 
     def _normalise(

@@ -1,12 +1,18 @@
 """The ingest stage as a service: poll due feeds, publish new articles, then remember.
 
 A background APScheduler job ticks every ``ingest.tick_s`` and hands the feeds whose
-``next_check_at`` has passed to a bounded thread pool (per-host limits apply inside).
-Polls that finish close together are committed as one batch: deduplicate against the
-seen-store, publish the articles and any feed-health changes, **flush the producer, and
-only then** write the seen-store and the feed states in one store transaction. A crash
-before that write re-fetches and republishes (the seen-store has not moved, consumers
-deduplicate by article id); it never loses articles.
+``next_check_at`` has passed to a bounded thread pool (per-host limits apply inside). The
+tick does not wait for the polls: a feed whose poll is still in flight (a server that
+trickles bytes for a minute) is skipped, and the others are polled on time. A committer
+thread takes the polls as they finish; those that finish close together are committed as
+one batch: deduplicate against the seen-store, publish the articles and any feed-health
+changes, **flush the producer, and only then** write the seen-store and the feed states in
+one store transaction. A crash before that write re-fetches and republishes (the
+seen-store has not moved, consumers deduplicate by article id); it never loses articles.
+
+Stopping (:meth:`IngestService.close`) commits the polls that have finished and abandons
+those in flight by cutting their connections: an abandoned poll did not happen, its feed's
+state does not move, and the feed is polled again after the restart.
 
 Feed state lives in the store (namespace ``feeds``, keyed by the configured URL) and is
 cached in memory; one ingest process per store owns it.
@@ -15,11 +21,14 @@ cached in memory; one ingest process per store owns it.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ingest.dedup import NS_SEEN, SeenStore
@@ -42,6 +51,11 @@ log = logging.getLogger("storywatch.ingest")
 
 NS_FEEDS = "feeds"
 _BATCH_WINDOW_S = 0.25
+_ABANDON_WAIT_S = 5.0
+"""How long close() waits for aborted polls to return (a TCP connect in progress is not
+interrupted; ``connect_timeout_s`` bounds it)."""
+
+_Finished = tuple[FeedState, "Future[PollOutcome]"]
 
 
 def feed_specs(settings: Settings) -> list[FeedSpec]:
@@ -119,9 +133,13 @@ class IngestService:
         self.producer = bus.producer()
         self._pool = ThreadPoolExecutor(self.cfg.global_concurrency, thread_name_prefix="ingest-poll")
         self._states = {spec.key: load_state(store, spec) for spec in self.specs}
+        self._order = {spec.key: i for i, spec in enumerate(self.specs)}
         self._disabled_checked_at: datetime | None = None
         self._commit_lock = threading.Lock()
-        self._round_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _in_flight and _closed
+        self._in_flight: dict[str, Future[PollOutcome]] = {}
+        self._finished: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
         self._cond = threading.Condition()
         self._unreported = 0
         self._scheduler: Any = None
@@ -133,6 +151,8 @@ class IngestService:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self._spread_overdue()
+        self._committer = threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)
+        self._committer.start()
         sched = BackgroundScheduler(timezone=UTC)
         sched.add_job(
             self._tick_job,
@@ -170,16 +190,32 @@ class IngestService:
         return n
 
     def drain(self) -> int:
-        """Poll every enabled feed once now, ignoring the schedule; return articles published."""
+        """Poll every enabled feed once now, ignoring the schedule; return articles published.
+
+        The round is one batch. Feeds whose background poll is in flight are left to it.
+        """
         return self._round([s for s in self.specs if self._states[s.key].status != "disabled"], window=None)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Commit the polls that have finished; abandon those in flight, without waiting
+        for their servers (their feeds' states do not move)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True  # nothing is submitted from now on
+            in_flight = list(self._in_flight.values())
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=True)
-        self._pool.shutdown(wait=True)
+            self._scheduler.shutdown(wait=True)  # a tick only submits polls: it returns at once
+        if in_flight:
+            log.info("abandoning polls in flight", extra=kv(feeds=len(in_flight)))
+        self.fetcher.abort()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        _, stragglers = wait(in_flight, timeout=_ABANDON_WAIT_S)
+        if stragglers:
+            log.warning("polls still running after abort", extra=kv(feeds=len(stragglers)))
+        if self._committer is not None:
+            self._finished.put(None)
+            self._committer.join()
         try:
             self.producer.flush()
         finally:
@@ -189,10 +225,13 @@ class IngestService:
     # -- rounds ----------------------------------------------------------------------
 
     def tick(self) -> int:
-        """Poll the feeds that are due now; return articles published."""
+        """Poll the feeds that are due now and wait for them; return articles published."""
+        return self._round(self._due(), window=_BATCH_WINDOW_S)
+
+    def _due(self) -> list[FeedSpec]:
         now = self.clock.now()
         self._reenabled(now)
-        return self._round([s for s in self.specs if self._states[s.key].due(now)], window=_BATCH_WINDOW_S)
+        return [s for s in self.specs if self._states[s.key].due(now)]
 
     def _reenabled(self, now: datetime) -> None:
         """Pick up, about once a minute, disabled feeds that ``storywatch feeds enable`` freed."""
@@ -207,43 +246,114 @@ class IngestService:
                     self._states[spec.key] = state
 
     def _tick_job(self) -> None:
+        """The scheduler's tick: submit the due feeds and return; the committer thread
+        commits their polls as they finish."""
         try:
-            self.tick()
-        except BusError as exc:
-            log.error("publishing failed; the feeds will be polled again", extra=kv(error=str(exc)))
+            self._submit(self._due(), background=True)
         except Exception:
             log.exception("ingest tick failed")
+
+    def _commit_loop(self) -> None:
+        """Commit background polls as they finish, those finishing within
+        ``_BATCH_WINDOW_S`` of the first as one batch, until close() sends None."""
+        while True:
+            first = self._finished.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + _BATCH_WINDOW_S
+            stop = False
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    nxt = self._finished.get(timeout=left)
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                self._commit_finished(batch)
+            except BusError as exc:
+                log.error("publishing failed; the feeds will be polled again", extra=kv(error=str(exc)))
+            except Exception:
+                log.exception("ingest commit failed")
+            if stop:
+                return
 
     def state(self, key: str) -> FeedState:
         return self._states[key]
 
     def _round(self, specs: list[FeedSpec], window: float | None) -> int:
-        """Poll ``specs``; commit the polls that finish within ``window`` seconds of each
-        other as one batch (None: the whole round is one batch, so an article carried by
-        several feeds lists all of them)."""
-        with self._round_lock:
-            now = self.clock.now()
-            futures: dict[Future[PollOutcome], FeedState] = {}
-            postponed: dict[str, FeedState] = {}
-            for spec in interleave_hosts(specs, self._states):
+        """Poll ``specs`` and wait for them; commit the polls that finish within ``window``
+        seconds of each other as one batch (None: the whole round is one batch, so an
+        article carried by several feeds lists all of them)."""
+        futures = self._submit(specs, background=False)
+        published = 0
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=window)
+                if done:
+                    published += self._commit_finished([(futures[f], f) for f in done])
+        finally:
+            for f in pending:  # a commit failed: the rest are dropped when they finish
+                f.add_done_callback(partial(self._release, futures[f].key))
+        return published
+
+    def _submit(self, specs: list[FeedSpec], *, background: bool) -> dict[Future[PollOutcome], FeedState]:
+        """Hand ``specs`` to the pool, except those in flight already and those whose host
+        is backing off (their next check moves to the end of the back-off). A background
+        poll goes to the committer thread when it finishes."""
+        now = self.clock.now()
+        futures: dict[Future[PollOutcome], FeedState] = {}
+        postponed: dict[str, FeedState] = {}
+        with self._lock:
+            if self._closed:
+                return futures
+            idle = [s for s in specs if s.key not in self._in_flight]
+            for spec in interleave_hosts(idle, self._states):
                 state = self._states[spec.key]
                 blocked = self.limiter.blocked_until(url_host(state.url), now)
                 if blocked is not None:
                     postponed[spec.key] = deferred(state, blocked)
                     continue
                 fut = self._pool.submit(self.poller.poll, spec, state, is_known=self._is_known)
+                self._in_flight[spec.key] = fut
                 futures[fut] = state
-            if postponed:
+                if background:
+                    fut.add_done_callback(partial(self._to_committer, state))
+        if postponed:
+            with self._commit_lock:
                 self._save_states(postponed)
-            published = 0
-            pending = set(futures)
-            order = {spec.key: i for i, spec in enumerate(specs)}
-            while pending:
-                done, pending = wait(pending, timeout=window)
-                if done:
-                    batch = sorted(((futures[f], f.result()) for f in done), key=lambda p: order[p[0].key])
-                    published += self._commit(batch)
-            return published
+        return futures
+
+    def _to_committer(self, state: FeedState, fut: Future[PollOutcome]) -> None:
+        self._finished.put((state, fut))
+
+    def _release(self, key: str, fut: Future[PollOutcome]) -> None:
+        with self._lock:
+            if self._in_flight.get(key) is fut:
+                del self._in_flight[key]
+
+    def _commit_finished(self, finished: list[_Finished]) -> int:
+        """Commit finished polls in config order, leaving out abandoned ones; then the
+        feeds may be submitted again."""
+        try:
+            batch = []
+            for state, fut in finished:
+                if fut.cancelled():
+                    continue
+                out = fut.result()
+                if out.abandoned:
+                    log.info("poll abandoned", extra=kv(feed_url=state.key))
+                    continue
+                batch.append((state, out))
+            batch.sort(key=lambda p: self._order[p[0].key])
+            return self._commit(batch) if batch else 0
+        finally:
+            for state, fut in finished:
+                self._release(state.key, fut)
 
     def _is_known(self, article_id: str) -> bool:
         return self.store.get(NS_SEEN, article_id) is not None

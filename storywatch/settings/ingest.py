@@ -137,7 +137,8 @@ class IngestSettings(Section):
     seen_capacity: int = Field(200_000, ge=100)
     """Articles the seen-store remembers for deduplication; the oldest are forgotten first."""
     tick_s: float = Field(5.0, gt=0)
-    """How often the scheduler looks for feeds that are due."""
+    """How often the scheduler looks for feeds that are due. A tick does not wait for the polls it
+    starts: a slow feed delays only itself (it is not polled again while in flight)."""
     backoff_base_s: float = Field(120.0, gt=0)
     """After the first failure a feed waits this long; each further failure doubles it (up to max_interval_s)."""
     host_backoff_s: float = Field(600.0, gt=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from ingest.fetch import (
     FeedRedirectError,
     FeedTimeoutError,
     FeedTooLargeError,
+    FetchAbortedError,
     Fetcher,
     Validators,
     parse_max_age,
@@ -126,6 +129,43 @@ def test_dripping_body_hits_the_total_timeout(server: FeedServer) -> None:
     fetcher = Fetcher(IngestSettings(read_timeout_s=0.5, total_timeout_s=0.3))
     with pytest.raises(FeedTimeoutError, match=r"longer than 0\.3s"):
         fetcher.fetch(url)
+    fetcher.close()
+
+
+def wait_for(cond: object, limit_s: float = 15.0) -> None:
+    """Wait until ``cond()`` holds; the limit only stops a broken test from hanging."""
+    deadline = time.monotonic() + limit_s
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(body=BODY, delay_s=60), Reply(endless=True, chunk_delay_s=0.2)],
+    ids=["silent-before-headers", "trickling-body"],
+)
+def test_abort_cuts_a_download_in_flight(server: FeedServer, reply: Reply) -> None:
+    url = server.script("/stall.xml", reply)
+    fetcher = Fetcher(IngestSettings(read_timeout_s=120, total_timeout_s=120, max_body_bytes=1 << 30))
+    raised: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            fetcher.fetch(url)
+        except BaseException as exc:
+            raised.append(exc)
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    wait_for(lambda: server.hits("/stall.xml") == 1)
+    fetcher.abort()
+    t.join(timeout=15)  # the stall lasts 60 s or more
+    assert not t.is_alive()
+    assert [type(e) for e in raised] == [FetchAbortedError]
+    with pytest.raises(FetchAbortedError):  # and nothing new starts
+        fetcher.fetch(url)
+    assert server.hits("/stall.xml") == 1
     fetcher.close()
 
 
