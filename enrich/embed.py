@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from enrich.config import EmbedConfig
+from storywatch.errors import ConfigError
 
 _WS = re.compile(r"\s+")
 
@@ -95,7 +96,12 @@ class SentenceTransformerEmbedder:
 
             torch.set_num_threads(self.config.threads)
         path = self.config.model or default_model_path()
-        self.model = self._load(path)
+        try:
+            self.model = self._load(path)
+        except (OSError, ValueError) as exc:  # a path that is not there, a name not cached offline
+            raise ConfigError(
+                [("config", "enrich.embed.model", f"cannot load the embedding model {path!r}: {exc}")]
+            ) from None
         dim = self.model.get_embedding_dimension()
         if dim is None:
             dim = int(self.model.encode(["x"]).shape[1])

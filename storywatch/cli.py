@@ -474,6 +474,9 @@ def entrypoint() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except ConfigError as exc:  # found after loading, e.g. a model path that is not there
+        click.echo(f"storywatch: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     except StorywatchError as exc:  # pragma: no cover - last resort
         click.echo(f"storywatch: {exc}", err=True)
         sys.exit(EXIT_FAILED)

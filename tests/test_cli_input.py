@@ -95,3 +95,13 @@ def test_accepted_input_problems_are_warnings_not_errors(tmp_path: Path) -> None
     assert f'storywatch: warning: {data}: 1 line repeats the id of an earlier line: "a1" (line 3)' in proc.stderr
     assert "Traceback" not in proc.stderr
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a1", 7, "a1"]
+
+
+def test_a_model_path_that_is_not_there_is_a_config_error(tmp_path: Path) -> None:
+    data = tmp_path / "articles.jsonl"
+    data.write_bytes(GOOD)
+    (tmp_path / "sw.yaml").write_text("enrich:\n  embed:\n    model: /nonexistent/storywatch-model\n")
+    proc = sw(tmp_path, "replay", "--config", "sw.yaml", "--input", str(data), "--assignments", "out.jsonl")
+    assert proc.returncode == 2, proc.stderr
+    assert "enrich.embed.model: cannot load the embedding model '/nonexistent/storywatch-model'" in proc.stderr
+    assert "Traceback" not in proc.stderr
