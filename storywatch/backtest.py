@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 import uuid
 from collections import Counter
@@ -94,6 +95,18 @@ def _parse_time(value: object) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
+def _text(row: dict[str, object], *keys: str) -> str:
+    """The first of ``keys`` that is set, as text: a string or a number; null is empty."""
+    for key in keys:
+        value = row.get(key)
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(f"{key}: expected a string, got {type(value).__name__}")
+        return str(value)
+    return ""
+
+
 def read_jsonl(path: Path) -> Iterator[Article]:
     """Articles of a JSONL file with ``id, title, text, published, source, url`` per line
     (``text`` may be named ``summary``; blank lines are skipped)."""
@@ -110,16 +123,21 @@ def read_jsonl(path: Path) -> Iterator[Article]:
                 row = json.loads(line)
                 if not isinstance(row, dict):
                     raise ValueError("expected a JSON object")
+                if "id" not in row:
+                    raise KeyError("id")
+                article_id = _text(row, "id")
+                if not article_id:
+                    raise ValueError("id: expected a non-empty string or a number")
                 published = _parse_time(row.get("published"))
-                url = row.get("url") or None
+                url = _text(row, "url") or None
                 yield Article(
-                    id=str(row["id"]),
+                    id=article_id,
                     url=url,
-                    title=str(row.get("title") or ""),
-                    summary=str(row.get("text") or row.get("summary") or ""),
+                    title=_text(row, "title"),
+                    summary=_text(row, "text", "summary"),
                     published=published,
                     fetched_at=published,
-                    source=str(row.get("source") or ""),
+                    source=_text(row, "source"),
                     source_host=(urlsplit(url).hostname or "") if url else "",
                 )
             except (ValueError, KeyError, TypeError) as exc:
@@ -230,6 +248,7 @@ def backtest(
     make_services: ServiceFactory,
     history_bus: Bus | None = None,
     now: datetime | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Replay history through ``settings`` (NEW.yaml) and print what would have fired.
 
@@ -238,8 +257,9 @@ def backtest(
     ``since`` ago (all that is retained when None). Exit status 0, or 2 for unusable input.
     """
     now = now or datetime.now(UTC)
+    err = err or sys.stderr  # errors apart from the report, which may be piped
     if since is not None and input_path is not None:
-        out.write("backtest: give --since (stored history) or --input (a file), not both\n")
+        err.write("backtest: give --since (stored history) or --input (a file), not both\n")
         return 2
     try:
         if input_path is not None:
@@ -249,7 +269,7 @@ def backtest(
             articles = _from_bus(settings, history_bus, now - since if since else None)
             origin = f"{settings.bus.kind} bus topic {settings.bus.topics.raw_articles}"
     except (BacktestInputError, OSError) as exc:
-        out.write(f"backtest: {exc}\n")
+        err.write(f"backtest: {exc}\n")
         return 2
     if not articles:
         out.write(f"backtest: no articles to replay from {origin}\n")

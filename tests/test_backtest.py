@@ -205,15 +205,18 @@ def test_isolated_settings_send_nowhere(tmp_path: Path) -> None:
         ('{"id": "1", "published": "yesterday"}', "Invalid isoformat"),
         ("[1, 2]", "expected a JSON object"),
         ("not json", "Expecting value"),
+        ('{"id": null, "published": "2026-01-01T00:00:00Z"}', "id: expected a non-empty string or a number"),
+        ('{"id": "1", "title": ["a"], "published": "2026-01-01T00:00:00Z"}', "title: expected a string, got list"),
     ],
-    ids=["no-id", "no-published", "bad-time", "not-object", "not-json"],
+    ids=["no-id", "no-published", "bad-time", "not-object", "not-json", "null-id", "list-title"],
 )
 def test_bad_input_exits_2_naming_the_line(tmp_path: Path, line: str, reason: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "ok", "title": "fine", "published": "2026-01-01T00:00:00Z"}\n\n' + line + "\n")
-    out = io.StringIO()
-    assert backtest(new_config(tmp_path, []), None, path, out, make_services=make_services) == 2
-    assert f"{path}:3:" in out.getvalue() and reason in out.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    assert backtest(new_config(tmp_path, []), None, path, out, make_services=make_services, err=err) == 2
+    assert f"{path}:3:" in err.getvalue() and reason in err.getvalue()
+    assert out.getvalue() == "", "errors go to stderr, apart from the report"
 
 
 def test_empty_input(tmp_path: Path) -> None:
@@ -244,5 +247,6 @@ def test_parse_duration_rejects(text: str) -> None:
 def test_since_and_input_are_exclusive(tmp_path: Path) -> None:
     out = io.StringIO()
     path = write_jsonl(tmp_path / "a.jsonl", articles())
-    assert backtest(new_config(tmp_path, []), timedelta(days=1), path, out, make_services=make_services) == 2
-    assert "not both" in out.getvalue()
+    err = io.StringIO()
+    assert backtest(new_config(tmp_path, []), timedelta(days=1), path, out, make_services=make_services, err=err) == 2
+    assert "not both" in err.getvalue()
