@@ -54,10 +54,14 @@ def _secrets(obj: Any) -> Iterator[str]:
             yield from _secrets(v)
 
 
-def load(config_path: Path | None) -> Settings:
-    """Load the config and set up logging; a config error exits 2 with every problem listed."""
+def load(config_path: Path | None, *, secrets: bool = True) -> Settings:
+    """Load the config and set up logging; a config error exits 2 with every problem listed.
+
+    ``secrets=False`` for commands that send nothing (``status``, ``alerts list``, the
+    dashboard, the offline tools): they run without the channels' secrets in the environment.
+    """
     try:
-        settings = load_settings(config_path)
+        settings = load_settings(config_path, secrets=secrets)
     except ConfigError as exc:
         click.echo(f"storywatch: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -222,7 +226,7 @@ def alerts_list(config_path: Path | None, state: str | None, as_json: bool) -> N
     """List alert deliveries, optionally only those in one state."""
     from alerts.commands import list_alerts
 
-    settings = load(config_path)
+    settings = load(config_path, secrets=False)
     with _store(settings) as store:
         sys.exit(list_alerts(settings, store, state, as_json, sys.stdout))
 
@@ -234,7 +238,7 @@ def alerts_retry(config_path: Path | None, delivery_id: str) -> None:
     """Queue a failed or dead delivery for another attempt."""
     from alerts.commands import retry_alert
 
-    settings = load(config_path)
+    settings = load(config_path, secrets=False)
     with _store(settings) as store:
         sys.exit(retry_alert(settings, store, delivery_id, sys.stdout))
 
@@ -280,7 +284,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     from storywatch.bus import make_bus
     from storywatch.views import status as show_status
 
-    settings = load(config_path)
+    settings = load(config_path, secrets=False)
     with _store(settings) as store, _unavailable_exits():
         bus = make_bus(settings.resolved_bus())
         try:
@@ -301,7 +305,7 @@ def web(config_path: Path | None, host: str | None, port: int | None) -> None:
     from storywatch.runtime import stop_on_signals
     from storywatch.web import serve
 
-    settings = load(config_path)
+    settings = load(config_path, secrets=False)
     stop = threading.Event()
     with _unavailable_exits(), stop_on_signals(stop):
         serve(settings, host or settings.http.host, settings.http.port if port is None else port, stop)
@@ -316,7 +320,7 @@ def backtest(config_path: Path | None, since: str | None, input_path: Path | Non
     from storywatch.backtest import backtest as run_backtest
     from storywatch.backtest import parse_duration
 
-    settings = load(config_path)
+    settings = load(config_path, secrets=False)
     try:
         window = parse_duration(since) if since else None
     except ValueError as exc:
@@ -340,7 +344,7 @@ def feeds_check(config_path: Path | None, as_json: bool) -> None:
     """Poll every configured feed once, publish nothing, report per feed; exit 1 if any failed."""
     from ingest.commands import check_feeds
 
-    settings = load(config_path)
+    settings = load(config_path, secrets=False)
     with _store(settings) as store:
         sys.exit(check_feeds(settings, store, as_json, sys.stdout))
 
@@ -352,7 +356,7 @@ def feeds_enable(config_path: Path | None, feed: str) -> None:
     """Reset a disabled (410) or failing FEED, by name or URL, so it is polled again."""
     from ingest.commands import enable_feed
 
-    settings = load(config_path)
+    settings = load(config_path, secrets=False)
     with _store(settings) as store:
         sys.exit(enable_feed(settings, store, feed, sys.stdout))
 
@@ -441,7 +445,7 @@ def _load_quiet(config_path: Path | None) -> Settings:
     if config_path is None and not Path("config/storywatch.yaml").exists() and "STORYWATCH_CONFIG" not in os.environ:
         configure("WARNING")
         return Settings()
-    settings = load(config_path)
+    settings = load(config_path, secrets=False)
     logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
 

@@ -162,3 +162,36 @@ def test_web_rejects_a_port_out_of_range(port: str) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Invalid value for '--port'" in proc.stderr and "0<=x<=65535" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_commands_that_send_nothing_run_without_the_channels_secrets(tmp_path: Path) -> None:
+    """An operator reading the delivery log from another shell need not hold the webhook URL;
+    the stages that send, and config check, still require it."""
+    import os
+
+    cfg = tmp_path / "storywatch.yaml"
+    cfg.write_text(
+        "alerts:\n  channels:\n    ops:\n      kind: slack\n      webhook_url: {env: SW_TEST_UNSET_WEBHOOK}\n"
+        "    mail:\n      kind: email\n      host: 127.0.0.1\n      from_addr: a@example.org\n"
+        "      to: [b@example.org]\n      username: u\n      password: {file: /nonexistent/sw-password}\n"
+    )
+    cfg.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != "SW_TEST_UNSET_WEBHOOK"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "storywatch", *args, "--config", str(cfg)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+        )
+
+    for args in (["status"], ["alerts", "list"], ["feeds", "enable", "nothing-by-this-name"]):
+        proc = run(*args)
+        assert proc.returncode != 2 and "is not set" not in proc.stderr, (args, proc.stderr)
+    for args in (["alerts", "--once"],):
+        proc = run(*args)
+        assert proc.returncode == 2 and "environment variable SW_TEST_UNSET_WEBHOOK is not set" in proc.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "storywatch", "config", "check", str(cfg)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert check.returncode == 2 and "cannot read secret file /nonexistent/sw-password" in check.stderr

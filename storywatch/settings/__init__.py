@@ -191,16 +191,22 @@ def _apply_env(data: dict[str, Any], origin: dict[str, str], environ: dict[str, 
         origin[".".join(parts)] = f"environment variable {name}"
 
 
-def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None, *, environ: dict[str, str] | None = None, secrets: bool = True
+) -> Settings:
     """Load and validate the config at ``path`` (default: ``$STORYWATCH_CONFIG`` or
-    ``config/storywatch.yaml``). Raises :class:`ConfigError` listing every problem."""
+    ``config/storywatch.yaml``). Raises :class:`ConfigError` listing every problem.
+
+    ``secrets=False`` is for commands that read the state and send nothing: a secret whose
+    variable or file is missing loads as an empty :class:`UnsetSecret` instead of an error.
+    """
     cfg_path = Path(path) if path is not None else default_config_path()
     data, origin = _merge_includes(cfg_path)
     env = dict(os.environ if environ is None else environ)
     _apply_env(data, origin, env)
     data.setdefault("base_dir", str(cfg_path.resolve().parent))
     try:
-        return Settings.model_validate(data, context={"environ": env})
+        return Settings.model_validate(data, context={"environ": env, "unset_secrets": not secrets})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from storywatch.settings.base import Secret, Section, http_url_problem
+from storywatch.settings.base import Secret, Section, UnsetSecret, http_url_problem
 
 Severity = Literal["low", "medium", "high", "critical"]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -140,6 +140,8 @@ def _checked_secret_url(v: Secret) -> Secret:
     """A channel URL read from a secret must be http(s) with a host: anything else fails
     every delivery, and retrying cannot fix it. The message never shows the value (it holds
     the token); the key and the file name the place to look."""
+    if isinstance(v, UnsetSecret):  # a config loaded to read: nothing is sent with it
+        return v
     problem = http_url_problem(v.get_secret_value())
     if problem:
         raise ValueError(f"{problem} (the value is a secret and not shown)")

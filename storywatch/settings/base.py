@@ -30,6 +30,7 @@ class Secret(SecretStr):
 
         def resolve(value: Any, info: Any) -> Secret:
             environ = (info.context or {}).get("environ", os.environ)
+            lenient = (info.context or {}).get("unset_secrets", False)
             if isinstance(value, Secret):
                 return value
             if isinstance(value, str):
@@ -42,18 +43,32 @@ class Secret(SecretStr):
             if "env" in value:
                 name = str(value["env"])
                 if name not in environ:
+                    if lenient:
+                        return UnsetSecret(f"environment variable {name}")
                     raise ValueError(f"environment variable {name} is not set")
                 return cls(environ[name])
             path = Path(str(value["file"]))
             try:
                 return cls(path.read_text().strip())
             except OSError as exc:
+                if lenient:
+                    return UnsetSecret(f"secret file {path}")
                 raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
 
         return core_schema.with_info_plain_validator_function(
             resolve,
             serialization=core_schema.plain_serializer_function_ser_schema(lambda v: "**********"),
         )
+
+
+class UnsetSecret(Secret):
+    """A secret whose variable or file is not there, in a config loaded to read, not send
+    (``load_settings(..., secrets=False)``: ``status``, ``alerts list``, the dashboard).
+    Its value is empty; ``source`` says where it would have come from."""
+
+    def __init__(self, source: str):
+        super().__init__("")
+        self.source = source
 
 
 class Named(Section):
