@@ -263,7 +263,9 @@ class IngestService:
             batch = [first]
             deadline = time.monotonic() + _BATCH_WINDOW_S
             stop = False
-            while (left := deadline - time.monotonic()) > 0:
+            # Wait for more only while other polls are running: a lone poll (the usual
+            # case, one feed due) is committed at once, not a window later.
+            while (left := deadline - time.monotonic()) > 0 and (self._finished.qsize() or self._others_running()):
                 try:
                     nxt = self._finished.get(timeout=left)
                 except queue.Empty:
@@ -280,6 +282,11 @@ class IngestService:
                 log.exception("ingest commit failed")
             if stop:
                 return
+
+    def _others_running(self) -> bool:
+        """Whether a submitted poll has not finished yet."""
+        with self._lock:
+            return any(not f.done() for f in self._in_flight.values())
 
     def state(self, key: str) -> FeedState:
         return self._states[key]
