@@ -182,6 +182,7 @@ class StoryClusterer:
         best_sim = best_ovl = -1.0
         best_score = (-np.inf, -np.inf, -np.inf)
         duplicate = False
+        dormant_before = self._dormant_before()
         for story in self._nearest(vec, c.candidates):
             sim = float(vec @ story.centroid)
             if self._is_copy(story, vec, sim, fps):
@@ -189,8 +190,11 @@ class StoryClusterer:
                 break
             if sim < c.min_similarity:
                 continue
+            cold = story.last_seen < dormant_before or self._cooling(story, at)
+            if not self._may_accept(story, sim, cold):
+                continue  # the cosine alone rules it out: spare the term overlap
             ovl = overlap(weights, *self._profile(story))
-            if not self._accepts(story, sim, ovl, len(weights), self._cooling(story, at)):
+            if not self._accepts(story, sim, ovl, len(weights), cold):
                 continue
             # Of several acceptable stories (two same-kind events), the one this article is
             # most typical of on both counts, not merely the closest by cosine.
@@ -241,21 +245,35 @@ class StoryClusterer:
         joins, so that a young story is judged by the priors and an old one by itself.
         """
         c = self.config
-        k0 = c.prior_weight
-
-        def z(value: float, n: int, mean: float, sd: float, prior_mean: float) -> float:
-            m = (n * mean + k0 * prior_mean) / (n + k0)
-            dof = max(n - 1, 0)
-            var = (dof * sd * sd + k0 * c.prior_spread**2) / (dof + k0)
-            return (value - m) / max(var**0.5, 1e-3)
-
         return (
-            z(sim, story.sim_n, *story.cohesion, c.prior_similarity),
-            z(ovl, story.ovl_n, *story.overlap_stats, c.prior_overlap),
+            self._z(sim, story.sim_n, *story.cohesion, c.prior_similarity),
+            self._z(ovl, story.ovl_n, *story.overlap_stats, c.prior_overlap),
         )
 
-    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int, cooling: bool = False) -> bool:
+    def _z(self, value: float, n: int, mean: float, sd: float, prior_mean: float) -> float:
+        c = self.config
+        k0 = c.prior_weight
+        m = (n * mean + k0 * prior_mean) / (n + k0)
+        dof = max(n - 1, 0)
+        var = (dof * sd * sd + k0 * c.prior_spread**2) / (dof + k0)
+        return (value - m) / max(var**0.5, 1e-3)
+
+    def _may_accept(self, story: Story, sim: float, cold: bool) -> bool:
+        """False when :meth:`_accepts` must reject ``sim`` whatever the term overlap.
+
+        Most of the nearest stories fail on the cosine alone; the overlap (a story
+        profile and a sparse dot product) is the dearer half of the evidence.
+        """
+        c = self.config
+        if c.combined_z is not None:
+            return sim >= c.min_similarity
+        zs = self._z(sim, story.sim_n, *story.cohesion, c.prior_similarity)
+        return zs >= (c.dormant_z if cold else -c.similarity_z)
+
+    def _accepts(self, story: Story, sim: float, ovl: float, n_terms: int, cold: bool = False) -> bool:
         """The join rule; the overlap gate widens for articles with few terms.
+
+        ``cold``: the story is dormant or cooling, and takes only close articles.
 
         An overlap measured on a six-word headline is a noisy estimate: its error shrinks
         like one over the square root of the number of terms, and so does the gate.
@@ -268,7 +286,7 @@ class StoryClusterer:
         if sim < c.min_similarity:
             return False
         zs, zo = self._standardise(story, sim, ovl)
-        if cooling or self._dormant(story):
+        if cold:
             return zs >= c.dormant_z and zo >= -overlap_z
         if c.combined_z is not None:
             return zs + zo >= -c.combined_z
@@ -288,8 +306,8 @@ class StoryClusterer:
             return False
         if title_fp and title_fp in story.fingerprints:
             return True
-        limit = self.config.near_duplicate_similarity
-        return any(float(vec @ r) >= limit for r in story.recent_f32())
+        recent = story.recent_f32()
+        return len(recent) > 0 and float((recent @ vec).max()) >= self.config.near_duplicate_similarity
 
     def _profile(self, story: Story) -> tuple[dict[str, float], float]:
         """The story's IDF-weighted term profile and its norm.
@@ -326,8 +344,12 @@ class StoryClusterer:
         return apart <= self.config.co_active_gaps * max(gaps)
 
     def _dormant(self, story: Story) -> bool:
+        return story.last_seen < self._dormant_before()
+
+    def _dormant_before(self) -> datetime:
+        """Stories last seen before this are dormant (stream time, or the clock if later)."""
         now = self.now if self.clock is None else max(self.now, self.clock.now())
-        return now - story.last_seen > timedelta(hours=self.config.dormant_after_hours)
+        return now - timedelta(hours=self.config.dormant_after_hours)
 
     def _maybe_merge(self, story: Story) -> tuple[str, ...]:
         """Merge ``story`` with a near-identical neighbour; the older story survives."""

@@ -72,7 +72,7 @@ class Story:
     _snapshot: dict[str, Any] | None
     _content: dict[str, Any] | None
     _gaps: dict[int, float | None] | None
-    _recent32: list[np.ndarray] | None
+    _recent32: np.ndarray | None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PROFILE:
@@ -125,10 +125,10 @@ class Story:
             self._centroid = out.astype(np.float32)
         return self._centroid
 
-    def recent_f32(self) -> list[np.ndarray]:
-        """The recent vectors (kept as float16) as float32, for the near-copy check."""
+    def recent_f32(self) -> np.ndarray:
+        """The recent vectors (kept as float16) as rows of a float32 matrix, for the near-copy check."""
         if self._recent32 is None:
-            self._recent32 = [r.astype(np.float32) for r in self.recent]
+            self._recent32 = np.array(self.recent, dtype=np.float32).reshape(len(self.recent), len(self.vec_sum))
         return self._recent32
 
     @property

@@ -176,6 +176,23 @@ def test_dormancy_uses_the_injected_clock_when_articles_have_no_date() -> None:
     assert b.created
 
 
+def test_the_cosine_pre_gate_never_rules_out_a_join_the_full_rule_accepts() -> None:
+    """``_may_accept`` spares the term overlap; it must only reject what ``_accepts`` rejects."""
+    rng = np.random.default_rng(4)
+    c = StoryClusterer(DIM)
+    run(stream(n_stories=4, per_story=6), c)
+    stories = list(c._stories.values())
+    checked = 0
+    for _ in range(3000):
+        story = stories[int(rng.integers(len(stories)))]
+        sim, ovl = float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.0, 1.0))
+        cold, n_terms = bool(rng.integers(2)), int(rng.integers(1, 64))
+        if c._accepts(story, sim, ovl, n_terms, cold):
+            assert c._may_accept(story, sim, cold)
+            checked += 1
+    assert checked > 100
+
+
 @pytest.mark.parametrize(("cool_after_gaps", "joins"), [(None, True), (50.0, False)], ids=["off", "cooled"])
 def test_burst_story_cools_after_many_of_its_own_gaps(cool_after_gaps: float | None, joins: bool) -> None:
     rng = np.random.default_rng(2)
