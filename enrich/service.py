@@ -157,6 +157,8 @@ class EnrichService:
         # a story starts from its document, and reading it back from the store was a
         # query and a JSON parse per event.
         self._story_docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Read-model documents of the current batch, written once each at its end.
+        self._unwritten: dict[str, dict[str, Any]] = {}
         self.events = StoryEvents(self.cfg.events, settings.topics)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -537,6 +539,7 @@ class EnrichService:
             self._process_in_transaction(producer, matcher, clusterer, todo)
         except BaseException:
             self._story_docs.clear()  # what they hold may not have been written
+            self._unwritten.clear()
             raise
 
     def _process_in_transaction(
@@ -562,6 +565,9 @@ class EnrichService:
                 self.metrics.latency.labels(hop="fetched_to_enriched").observe(
                     max(0.0, (self.clock.now() - art.fetched_at).total_seconds())
                 )
+            for key, doc in self._unwritten.items():  # a story changed often in a batch is written once
+                self.store.put(NS_STORIES, key, doc)
+            self._unwritten.clear()
 
     def _known(self, art: Article) -> bool:
         """A retitle, or the same article delivered again: new wording, not a new report."""
@@ -607,7 +613,7 @@ class EnrichService:
                 self.metrics.topic_matches.labels(topic=ev.match.topic).inc()
             # The read model of the dashboard and `storywatch status`.
             for key, doc in story_documents(ev, self._story_doc).items():
-                self.store.put(NS_STORIES, key, doc)
+                self._unwritten[key] = doc
                 self._story_docs[key] = doc
                 self._story_docs.move_to_end(key)
                 if len(self._story_docs) > _STORY_DOCS_KEPT:
@@ -619,7 +625,9 @@ class EnrichService:
 
     def _story_doc(self, key: str) -> dict[str, Any] | None:
         """A story's read-model document as last written (JSON-native, so the same as stored)."""
-        doc = self._story_docs.get(key)
+        doc = self._unwritten.get(key)
+        if doc is None:
+            doc = self._story_docs.get(key)
         return doc if doc is not None else self.store.get(NS_STORIES, key)
 
     def _dead_letter(self, producer: Producer, rec: Record, reason: str) -> None:
