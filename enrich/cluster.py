@@ -428,15 +428,19 @@ class StoryClusterer:
 
     # -- snapshot ----------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """A JSON-able snapshot; :meth:`from_state` carries on from it."""
+    def to_state(self, df_counts: bool = True) -> dict[str, Any]:
+        """A JSON-able snapshot; :meth:`from_state` carries on from it.
+
+        ``df_counts=False`` leaves out the document frequencies (``df.counts``), for an
+        owner that saves them apart; :meth:`from_state` then needs them put back.
+        """
         return {
             "version": STATE_VERSION,
             "dim": self.dim,
             "now": self.now.isoformat(),
             "next_label": self._next_label,
             "merge_count": self.merge_count,
-            "df": self.df.to_state(),
+            "df": self.df.to_state(df_counts),
             "join_sims": self.join_sims.to_state(),
             "join_overlaps": self.join_overlaps.to_state(),
             "stories": [s.to_state() for s in self._stories.values()],

@@ -70,6 +70,8 @@ class StoryEvents:
         self.changed: set[str] = set()
         """Ids of the ledgers created or changed since the owner last cleared this (snapshots)."""
         self.article_story: dict[str, str] = {}
+        self.touched: set[str] | None = set()
+        """Ids of :attr:`article_story` added or dropped since the owner last reset this (snapshots)."""
         self.aliases: dict[str, str] = {}
         self.baseline: dict[str, float] = {"n": 0, "velocity": 0.0, "sources": 0.0}
         self.now: datetime | None = None
@@ -100,6 +102,8 @@ class StoryEvents:
                 _absorb(ledger, absorbed)
             kinds.append(("merged", {"merged_from": gone}))
         self.article_story[article.id] = sid
+        if self.touched is not None:
+            self.touched.add(article.id)
         ledger["last_at"] = article.at.isoformat()
         if not assignment.is_near_duplicate and article.source:
             _add_unique(ledger["independent"], article.source)
@@ -284,7 +288,12 @@ class StoryEvents:
         gone = {sid for sid, led in self.ledgers.items() if led["last_at"] < horizon}
         for sid in gone:
             del self.ledgers[sid]
-        self.article_story = {a: s for a, s in self.article_story.items() if self.resolve(s) in self.ledgers}
+        kept = {a: s for a, s in self.article_story.items() if self.resolve(s) in self.ledgers}
+        if self.touched is not None:
+            self.touched.update(a for a in self.article_story if a not in kept)
+            if len(self.touched) > len(kept):  # never saved (no owner resets it): keep it bounded
+                self.touched = None
+        self.article_story = kept
         self.aliases = {a: s for a, s in self.aliases.items() if self.resolve(s) in self.ledgers}
 
     # -- snapshot ----------------------------------------------------------------------
@@ -306,6 +315,7 @@ class StoryEvents:
         self.ledgers = state["ledgers"]
         self.changed = set(self.ledgers)
         self.article_story = state["article_story"]
+        self.touched = set()
         self.aliases = state["aliases"]
         self.baseline = state["baseline"]
         self.now = datetime.fromisoformat(state["now"]) if state["now"] else None

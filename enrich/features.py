@@ -115,6 +115,8 @@ class DocumentFrequency:
         self.prior_docs = prior_docs
         self.docs = 0
         self._df: dict[str, int] = {}
+        self.touched: set[str] | None = set()
+        """Terms counted since the owner last reset this to an empty set (None: pruned, any)."""
 
     def add(self, terms: Iterable[str]) -> None:
         """Count one document containing ``terms`` (distinct)."""
@@ -122,12 +124,15 @@ class DocumentFrequency:
         df = self._df
         for t in terms:
             df[t] = df.get(t, 0) + 1
+        if self.touched is not None:
+            self.touched.update(terms)
         if len(df) > self.max_terms:
             self._prune()
 
     def _prune(self) -> None:
         keep = sorted(self._df.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_terms // 2]
         self._df = dict(keep)
+        self.touched = None
 
     def df(self, term: str) -> int:
         return self._df.get(term, 0)
@@ -144,8 +149,17 @@ class DocumentFrequency:
     def __len__(self) -> int:
         return len(self._df)
 
-    def to_state(self) -> dict[str, Any]:
-        return {"max_terms": self.max_terms, "prior_docs": self.prior_docs, "docs": self.docs, "df": dict(self._df)}
+    def to_state(self, counts: bool = True) -> dict[str, Any]:
+        """The state; without the counts (``counts=False``) when the owner saves :attr:`counts` apart."""
+        state: dict[str, Any] = {"max_terms": self.max_terms, "prior_docs": self.prior_docs, "docs": self.docs}
+        if counts:
+            state["df"] = dict(self._df)
+        return state
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """The live document frequency of each term (read-only)."""
+        return self._df
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> DocumentFrequency:

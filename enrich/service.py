@@ -56,6 +56,7 @@ from enrich.cluster import ClusterInput, StoryClusterer
 from enrich.config import ClusterConfig, EmbedConfig
 from enrich.embed import Embedder, article_text, make_embedder
 from enrich.events import ArticleInfo, StoryEvents
+from enrich.maplog import MapLog
 from enrich.packing import unpack_floats
 from enrich.story import StoryState
 from enrich.topics import TopicMatcher
@@ -76,9 +77,11 @@ log = logging.getLogger("storywatch.enrich")
 STATE_KEY = "state"
 LEASE_KEY = "writer"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 STORY_KEY_PREFIX = "story:"
 LEDGER_KEY_PREFIX = "ledger:"
+DF_KEY_PREFIX = "df:"
+ARTICLES_KEY_PREFIX = "articles:"
 _TEXT_CHARS = {"title": 0, "title_text": 20_000}
 _LEAD_CHARS = 300
 _JOIN_WAIT_S = 30.0
@@ -153,6 +156,7 @@ class EnrichService:
         self._clusterer_state: dict[str, Any] | None = None
         self._saved_stories: dict[str, dict[str, Any]] = {}
         self._saved_ledgers: set[str] = set()
+        self._new_map_logs()
         # The read-model documents this writer last wrote (newest last): the next event of
         # a story starts from its document, and reading it back from the store was a
         # query and a JSON parse per event.
@@ -227,6 +231,7 @@ class EnrichService:
         self._clusterer_state = None
         self._saved_stories = {}
         self._saved_ledgers = set()
+        self._new_map_logs()
         self._story_docs.clear()
         self.events = StoryEvents(self.cfg.events, self.settings.topics)
         self._covered = {}
@@ -307,17 +312,29 @@ class EnrichService:
         self._loaded = True
         if not doc:
             return
-        # 1: floats as JSON lists; 2: floats packed, the stories inside the snapshot.
-        if doc.get("version") not in (1, 2, SNAPSHOT_VERSION):
-            raise StoreError(f"enrich snapshot has unsupported version {doc.get('version')!r}")
+        # 1: floats as JSON lists; 2: floats packed, the stories inside the snapshot;
+        # 3: a document per story and per ledger; 4: the document frequencies and the
+        # article map in map logs (enrich/maplog.py).
+        version = doc.get("version")
+        if version not in (1, 2, 3, SNAPSHOT_VERSION):
+            raise StoreError(f"enrich snapshot has unsupported version {version!r}")
         self._covered = {str(k): int(v) for k, v in doc["offsets"].items()}
         self._clusterer_state = doc["clusterer"]
-        if doc["version"] < SNAPSHOT_VERSION:
+        if version < 3:
             self.events.load_state(doc["events"])
         else:
+            events = doc["events"]
             if doc["clusterer"] is not None:
                 self._clusterer_state = self._load_stories(doc["clusterer"])
-            self._load_ledgers(doc["events"])
+                df = self._clusterer_state["df"]
+                if "log" in df:
+                    counts = self._df_log.load(df["log"])
+                    self._clusterer_state["df"] = {**{k: v for k, v in df.items() if k != "log"}, "df": counts}
+            if "articles_log" in events:
+                articles_log = events["articles_log"]
+                events = {k: v for k, v in events.items() if k != "articles_log"}
+                events["article_story"] = self._articles_log.load(articles_log)
+            self._load_ledgers(events)
         self.metrics.stories_active.set(len((self._clusterer_state or {}).get("stories", ())))
         log.info("restored enrich snapshot", extra=kv(articles=doc.get("articles", 0), offsets=self._covered))
 
@@ -344,6 +361,18 @@ class EnrichService:
         self.events.changed.clear()
         self._saved_ledgers = set(ledgers)
 
+    def _new_map_logs(self) -> None:
+        ns = self.cfg.state_namespace
+        self._df_log = MapLog(self.store, ns, DF_KEY_PREFIX)
+        self._articles_log = MapLog(self.store, ns, ARTICLES_KEY_PREFIX)
+
+    def _save_df(self, df_state: dict[str, Any]) -> dict[str, Any]:
+        """Save the document frequencies' changes; the manifest for the snapshot document."""
+        if self._clusterer is not None:
+            return self._df_log.save(self._clusterer.df.counts, self._clusterer.df.touched)
+        # Restored and not used since: the counts are the restored ones, unchanged.
+        return self._df_log.save(df_state["df"], set())
+
     def checkpoint(self) -> None:
         """Flush events, snapshot state with the offsets it covers, then commit the offsets."""
         if self._consumer is None or self._producer is None:
@@ -356,18 +385,11 @@ class EnrichService:
             return
         self._producer.flush()
         if self._pending:
-            state = self._clusterer.to_state() if self._clusterer else self._clusterer_state
+            state = self._clusterer.to_state(df_counts=False) if self._clusterer else self._clusterer_state
             clusterer, stories = _split_stories(state)
             events = self.events.to_state()
             ledgers: dict[str, Any] = events.pop("ledgers")
-            doc = {
-                "version": SNAPSHOT_VERSION,
-                "offsets": self._covered,
-                "clusterer": clusterer,
-                "events": {**events, "ledger_ids": list(ledgers)},
-                "articles": self.processed,
-                "saved_at": self.clock.now().isoformat(),
-            }
+            article_story = events.pop("article_story")
             ns, saved, changed = self.cfg.state_namespace, self._saved_stories, self.events.changed
             with self.store.transaction():
                 # Renewed in the snapshot's transaction: a writer whose lease was taken
@@ -387,7 +409,26 @@ class EnrichService:
                         self.store.put(ns, LEDGER_KEY_PREFIX + sid, ledger)
                 for sid in self._saved_ledgers - ledgers.keys():
                     self.store.delete(ns, LEDGER_KEY_PREFIX + sid)
+                # The two maps that grow with the stream: only what changed is written.
+                articles_log = self._articles_log.save(article_story, self.events.touched)
+                if clusterer is not None:
+                    df_state = {k: v for k, v in clusterer["df"].items() if k != "df"}
+                    clusterer = {**clusterer, "df": {**df_state, "log": self._save_df(clusterer["df"])}}
+                doc = {
+                    "version": SNAPSHOT_VERSION,
+                    "offsets": self._covered,
+                    "clusterer": clusterer,
+                    "events": {**events, "ledger_ids": list(ledgers), "articles_log": articles_log},
+                    "articles": self.processed,
+                    "saved_at": self.clock.now().isoformat(),
+                }
                 self.store.put(ns, STATE_KEY, doc)
+            self._articles_log.committed(articles_log)
+            self.events.touched = set()
+            if clusterer is not None:
+                self._df_log.committed(clusterer["df"]["log"])
+                if self._clusterer is not None:
+                    self._clusterer.df.touched = set()
             self._saved_stories = stories
             self._saved_ledgers = set(ledgers)
             changed.clear()

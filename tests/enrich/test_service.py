@@ -14,8 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enrich.embed import Embedder
+from enrich.maplog import MapLog
 from enrich.packing import pack_floats, unpack_floats
-from enrich.service import LEDGER_KEY_PREFIX, STATE_KEY, STORY_KEY_PREFIX, EnrichService
+from enrich.service import (
+    ARTICLES_KEY_PREFIX,
+    DF_KEY_PREFIX,
+    LEDGER_KEY_PREFIX,
+    SNAPSHOT_VERSION,
+    STATE_KEY,
+    STORY_KEY_PREFIX,
+    EnrichService,
+)
 from storywatch.bus import make_bus
 from storywatch.bus.embedded import EmbeddedBus, EmbeddedConsumer
 from storywatch.clock import FakeClock
@@ -352,7 +361,7 @@ def test_each_story_and_ledger_is_a_document_rewritten_only_when_it_changed(
     svc.drain()
     svc.close()
     doc = r.store.get(ns, STATE_KEY)
-    assert doc is not None and doc["version"] == 3
+    assert doc is not None and doc["version"] == SNAPSHOT_VERSION
     stories = {s["id"]: s for s in svc._clusterer.to_state()["stories"]}  # type: ignore[union-attr]
     assert doc["clusterer"]["story_ids"] == list(stories)
     stored = {k.removeprefix(STORY_KEY_PREFIX): d for k, d in r.store.scan(ns) if k.startswith(STORY_KEY_PREFIX)}
@@ -361,10 +370,16 @@ def test_each_story_and_ledger_is_a_document_rewritten_only_when_it_changed(
     assert doc["events"]["ledger_ids"] == list(svc.events.ledgers)
     stored = {k.removeprefix(LEDGER_KEY_PREFIX): d for k, d in r.store.scan(ns) if k.startswith(LEDGER_KEY_PREFIX)}
     assert stored == json.loads(json.dumps(svc.events.ledgers))
+    # The growing maps are saved as changes: their documents read back to the live maps.
+    df_log, articles_log = doc["clusterer"]["df"]["log"], doc["events"]["articles_log"]
+    assert df_log["deltas"] and articles_log["deltas"], "saved as changes, not whole each time"
+    assert MapLog(r.store, ns, DF_KEY_PREFIX).load(df_log) == svc._clusterer.df.counts  # type: ignore[union-attr]
+    assert MapLog(r.store, ns, ARTICLES_KEY_PREFIX).load(articles_log) == svc.events.article_story
     r.close()
 
 
-def test_a_snapshot_with_the_stories_inside_still_restores(tmp_path: Path, embedder: Embedder) -> None:
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_snapshot_in_an_earlier_format_still_restores(tmp_path: Path, embedder: Embedder, version: int) -> None:
     calm = Run(tmp_path / "calm", embedder)
     calm.publish(stream())
     svc = calm.service()
@@ -381,21 +396,28 @@ def test_a_snapshot_with_the_stories_inside_still_restores(tmp_path: Path, embed
     ns = r.settings.enrich.state_namespace
     doc = r.store.get(ns, STATE_KEY)
     assert doc is not None
-    ids = doc["clusterer"].pop("story_ids")
-    doc["clusterer"]["stories"] = [r.store.get(ns, STORY_KEY_PREFIX + sid) for sid in ids]
-    ledger_ids = doc["events"].pop("ledger_ids")
-    doc["events"]["ledgers"] = {sid: r.store.get(ns, LEDGER_KEY_PREFIX + sid) for sid in ledger_ids}
-    doc["version"] = 2  # as the service wrote it before stories had documents of their own
+    # 3: the document frequencies and the article map inside the snapshot document.
+    df = doc["clusterer"]["df"]
+    df["df"] = MapLog(r.store, ns, DF_KEY_PREFIX).load(df.pop("log"))
+    doc["events"]["article_story"] = MapLog(r.store, ns, ARTICLES_KEY_PREFIX).load(doc["events"].pop("articles_log"))
+    gone: tuple[str, ...] = (DF_KEY_PREFIX, ARTICLES_KEY_PREFIX)
+    if version == 2:  # and the stories and ledgers too
+        ids = doc["clusterer"].pop("story_ids")
+        doc["clusterer"]["stories"] = [r.store.get(ns, STORY_KEY_PREFIX + sid) for sid in ids]
+        ledger_ids = doc["events"].pop("ledger_ids")
+        doc["events"]["ledgers"] = {sid: r.store.get(ns, LEDGER_KEY_PREFIX + sid) for sid in ledger_ids}
+        gone += (STORY_KEY_PREFIX, LEDGER_KEY_PREFIX)
+    doc["version"] = version
     r.store.put(ns, STATE_KEY, doc)
     for key, _ in list(r.store.scan(ns)):
-        if key.startswith((STORY_KEY_PREFIX, LEDGER_KEY_PREFIX)):
+        if key.startswith(gone):
             r.store.delete(ns, key)
     r.publish(stream()[5:])
     second = r.service()
     second.drain()
     second.close()
     assert r.final(second) == expected
-    assert r.store.get(ns, STATE_KEY)["version"] == 3
+    assert r.store.get(ns, STATE_KEY)["version"] == SNAPSHOT_VERSION
     r.close()
 
 
