@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +17,9 @@ NS = "enrich"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "state.db")
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
@@ -25,7 +27,7 @@ def keys(store: SQLiteStore) -> list[str]:
     return sorted(k for k, _ in store.scan(NS))
 
 
-def save(log: MapLog, store: SQLiteStore, data: dict[str, int], touched: set[str] | None) -> dict:
+def save(log: MapLog, store: SQLiteStore, data: dict[str, Any], touched: set[str] | None) -> dict[str, Any]:
     with store.transaction():
         manifest = log.save(data, touched)
     log.committed(manifest)
