@@ -306,8 +306,8 @@ class StoryClusterer:
             return False
         if title_fp and title_fp in story.fingerprints:
             return True
-        recent = story.recent_f32()
-        return len(recent) > 0 and float((recent @ vec).max()) >= self.config.near_duplicate_similarity
+        # At most a few rows: Python's max over the list beats numpy's reduction here.
+        return max((story.recent_f32() @ vec).tolist(), default=-1.0) >= self.config.near_duplicate_similarity
 
     def _profile(self, story: Story) -> tuple[dict[str, float], float]:
         """The story's IDF-weighted term profile and its norm.

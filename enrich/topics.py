@@ -116,6 +116,7 @@ class _Compiled:
     counter_vecs: np.ndarray
     require: list[tuple[str, re.Pattern[str]]] = field(default_factory=list)
     exclude: list[tuple[str, re.Pattern[str]]] = field(default_factory=list)
+    rows: int = 0  # first row of this topic in the matcher's stacked matrix: anchors, centroid, counters
 
 
 class TopicMatcher:
@@ -138,6 +139,13 @@ class TopicMatcher:
         self.encoder = encoder
         self.topics = list(topics)
         self._compiled = self._compile(self.topics, default_threshold)
+        # Every topic's anchors, centroid and counter-examples in one matrix: one product
+        # per article, however many topics are watched.
+        parts: list[np.ndarray] = []
+        for c in self._compiled:
+            c.rows = sum(len(p) for p in parts)
+            parts += [c.anchors, c.centroid[None, :], c.counter_vecs]
+        self._matrix = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 1), dtype=np.float32)
 
     def _compile(self, topics: list[WatchedTopic], default_threshold: float) -> list[_Compiled]:
         texts: list[str] = []
@@ -188,7 +196,8 @@ class TopicMatcher:
         article's L2-normalised embedding.
         """
         vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        return [self._score_one(c, text, vec) for c in self._compiled]
+        sims = (self._matrix @ vec).tolist() if self._compiled else []
+        return [self._score_one(c, text, sims) for c in self._compiled]
 
     def score_many(self, texts: Sequence[str], embeddings: np.ndarray) -> list[list[TopicScore]]:
         return [self.score(t, embeddings[i]) for i, t in enumerate(texts)]
@@ -199,17 +208,19 @@ class TopicMatcher:
             return []
         return self.score_many(texts, self.encoder.encode(list(texts)))
 
-    def _score_one(self, c: _Compiled, text: str, vec: np.ndarray) -> TopicScore:
+    def _score_one(self, c: _Compiled, text: str, all_sims: list[float]) -> TopicScore:
+        """One topic's score, from the article's cosines to every row of the stacked matrix."""
         cfg = self.settings
-        sims = c.anchors @ vec
-        best = int(np.argmax(sims))
-        similarity = float(sims[best])
-        score = max(float(c.centroid @ vec), similarity - cfg.anchor_slack) + c.allowance
+        n = len(c.anchors)
+        sims = all_sims[c.rows : c.rows + n]
+        best = max(range(n), key=sims.__getitem__)  # the first of equals, as argmax
+        similarity = sims[best]
+        score = max(all_sims[c.rows + n], similarity - cfg.anchor_slack) + c.allowance
         counter = counter_sim = None
         if len(c.counters):
-            csims = c.counter_vecs @ vec
-            ci = int(np.argmax(csims))
-            counter_sim = float(csims[ci])
+            csims = all_sims[c.rows + n + 1 : c.rows + n + 1 + len(c.counters)]
+            ci = max(range(len(csims)), key=csims.__getitem__)
+            counter_sim = csims[ci]
             excess = counter_sim - (similarity - cfg.counter_margin)
             if excess > 0:
                 counter = c.counters[ci]
