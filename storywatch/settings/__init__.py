@@ -61,7 +61,7 @@ class Settings(Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             problems.append(("topics", f"duplicate topic names {dupes}"))
-        problems.extend(feed_list_problems(self.feeds))
+        problems.extend(feed_list_problems(self.feeds, self.base_dir))
         for name, channel in self.alerts.channels.items():
             if channel.template is not None and not self.path(channel.template).is_dir():
                 where = self.path(channel.template)

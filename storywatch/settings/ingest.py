@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -76,8 +77,33 @@ class FeedSettings(Section):
         return v.strip()
 
 
-def feed_list_problems(feeds: list[FeedSettings]) -> list[tuple[str, str]]:
+def feed_location(url: str, base_dir: Path) -> str:
+    """Where a feed is, as one string for one place: a path (relative to ``base_dir``) or a
+    ``file://`` URL as the resolved file's URL, an http(s) URL with its scheme and host in
+    lower case and without the default port. Two feeds at one location are one feed.
+
+    >>> feed_location("./feeds/../a.xml", Path("/srv/sw")), feed_location("HTTPS://News.Example:443/rss", Path("."))
+    ('file:///srv/sw/a.xml', 'https://news.example/rss')
+    """
+    url = url.strip()
+    if _SCHEME.match(url) is None:
+        path = Path(url).expanduser()
+        return (path if path.is_absolute() else base_dir / path).resolve().as_uri()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return Path(unquote(parts.path)).resolve().as_uri()
+    host = (parts.hostname or "").lower()
+    if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(scheme):
+        host = f"{host}:{parts.port}"
+    return parts._replace(scheme=scheme, netloc=host, path=parts.path or "/").geturl()
+
+
+def feed_list_problems(feeds: list[FeedSettings], base_dir: Path = Path(".")) -> list[tuple[str, str]]:
     """``(dotted key, message)`` for each feed repeating an earlier feed's URL or name.
+
+    URLs are compared by :func:`feed_location`: ``feeds/a.xml``, ``./feeds/a.xml`` and its
+    ``file://`` URL are one feed, and would share one feed state.
 
     Names are compared ignoring case and surrounding space: "World Wire" and "world wire"
     would be two indistinguishable rows in ``status``. A feed without a name takes its
@@ -85,10 +111,15 @@ def feed_list_problems(feeds: list[FeedSettings]) -> list[tuple[str, str]]:
     names given in the config can clash here.
     """
     problems: list[tuple[str, str]] = []
-    urls = [f.url for f in feeds]
-    dupe_urls = sorted({u for u in urls if urls.count(u) > 1})
-    if dupe_urls:
-        problems.append(("feeds", f"duplicate feed urls {dupe_urls}"))
+    at: dict[str, int] = {}
+    for i, feed in enumerate(feeds):
+        where = feed_location(feed.url, base_dir)
+        if where in at:
+            j = at[where]
+            same = "the url" if feeds[j].url == feed.url else f"the same feed as {feeds[j].url!r}"
+            problems.append((f"feeds.{i}.url", f"{feed.url!r} is {same} of feeds.{j}; list each feed once"))
+        else:
+            at[where] = i
     first: dict[str, int] = {}
     for i, feed in enumerate(feeds):
         key = " ".join(feed.name.casefold().split())

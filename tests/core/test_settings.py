@@ -95,7 +95,18 @@ ERROR_CASES = {
     ),
     "duplicate-feed-urls-name-the-feeds-file": Case(
         {MAIN: "include: [feeds.yaml]\n", "feeds.yaml": "feeds:\n  - url: a.xml\n  - url: a.xml\n"},
-        [("feeds.yaml", "feeds", "duplicate feed urls ['a.xml']")],
+        [("feeds.yaml", "feeds.1.url", "'a.xml' is the url of feeds.0; list each feed once")],
+    ),
+    "duplicate-feed-locations-written-differently": Case(
+        {
+            MAIN: "feeds:\n  - url: feeds/a.xml\n  - url: ./feeds/../feeds/a.xml\n"
+            "  - url: https://News.Example/rss\n  - url: HTTPS://news.example:443/rss\n"
+            "  - url: https://news.example/rss?section=world\n",
+        },
+        [
+            (MAIN, "feeds.1.url", "'./feeds/../feeds/a.xml' is the same feed as 'feeds/a.xml' of feeds.0"),
+            (MAIN, "feeds.3.url", "'HTTPS://news.example:443/rss' is the same feed as 'https://News.Example/rss'"),
+        ],
     ),
     "duplicate-topics-name-the-topics-file": Case(
         {
@@ -412,3 +423,14 @@ def test_an_existing_template_directory_is_accepted(tmp_path: Path) -> None:
     settings = load_settings(path, environ={})
     channel = settings.alerts.channels["c"]
     assert channel.template is not None and settings.path(channel.template) == (tmp_path / "tmpl").resolve()
+
+
+def test_feeds_at_different_locations_are_not_duplicates(tmp_path: Path) -> None:
+    path = write_files(
+        tmp_path,
+        {
+            MAIN: "feeds:\n  - url: feeds/a.xml\n  - url: feeds/b.xml\n  - url: https://news.example/rss\n"
+            "  - url: https://news.example/rss?section=world\n  - url: https://news.example:8443/rss\n"
+        },
+    )
+    assert len(load_settings(path).feeds) == 5
