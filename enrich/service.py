@@ -15,7 +15,9 @@ event state *and the offsets it covers*, and only then commits the bus offsets. 
 of the clusterer and each story's event ledger is a document of its own (``story:ID``,
 ``ledger:ID``), rewritten only when it changed since the last snapshot: the state of
 every story, idle or not, was most of a backfill's enrich time when it was written
-whole every few hundred articles. After a crash the
+whole every few hundred articles. The two maps that grow with the stream, the
+document frequencies and the article -> story map, are saved as changes
+(:class:`enrich.maplog.MapLog`, ``df:`` and ``articles:``). After a crash the
 bus may redeliver records the snapshot already covers (crash between the snapshot and
 the commit): they are skipped by offset. Records after the snapshot are processed again
 from the snapshot's state, and since assignment is deterministic they get the same
