@@ -251,6 +251,8 @@ class RawArticles:
 
 def story_assignment(state_db: Path) -> dict[str, str]:
     """article id -> story id from the enrich stage's last snapshot (empty before the first)."""
+    from enrich.maplog import MapLog
+    from enrich.service import ARTICLES_KEY_PREFIX, STATE_KEY
     from storywatch.errors import StoreError
     from storywatch.store.sqlite import SQLiteStore
 
@@ -259,14 +261,19 @@ def story_assignment(state_db: Path) -> dict[str, str]:
     try:
         store = SQLiteStore(state_db)
         try:
-            doc = store.get("enrich", "state")
+            with store.transaction():  # one consistent view while the stage writes
+                doc = store.get("enrich", STATE_KEY)
+                if not doc:
+                    return {}
+                events = doc["events"]
+                if "articles_log" in events:  # snapshot version 4: the map in a map log
+                    article_story = MapLog(store, "enrich", ARTICLES_KEY_PREFIX).load(events["articles_log"])
+                else:
+                    article_story = events["article_story"]
         finally:
             store.close()
     except (StoreError, sqlite3.Error):
         return {}
-    if not doc:
-        return {}
-    events = doc["events"]
     aliases: dict[str, str] = events.get("aliases", {})
 
     def resolve(sid: str) -> str:
@@ -276,7 +283,7 @@ def story_assignment(state_db: Path) -> dict[str, str]:
             sid = aliases[sid]
         return sid
 
-    return {a: resolve(s) for a, s in events["article_story"].items()}
+    return {a: resolve(s) for a, s in article_story.items()}
 
 
 def partition(assign: dict[str, str]) -> list[list[str]]:
