@@ -29,7 +29,6 @@ password never appears (it is not in psycopg's messages, and is masked if it wer
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -41,7 +40,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from storywatch.errors import StoreError
-from storywatch.store.base import Doc
+from storywatch.store.base import Doc, dump_doc, load_doc
 
 TABLE = "storywatch_docs"
 _SCHEMA = f"""
@@ -261,7 +260,7 @@ class PostgresStore:
 
     def get(self, ns: str, key: str) -> Doc | None:
         rows = self._rows(f"SELECT value FROM {TABLE} WHERE ns=%s AND key=%s", (ns, key))
-        return json.loads(rows[0][0]) if rows else None
+        return load_doc(rows[0][0]) if rows else None
 
     def get_tag(self, ns: str, key: str) -> str | None:
         rows = self._rows(f"SELECT tag FROM {TABLE} WHERE ns=%s AND key=%s", (ns, key))
@@ -272,7 +271,7 @@ class PostgresStore:
             f"INSERT INTO {TABLE} (ns, key, tag, value, updated_ms) VALUES (%s,%s,%s,%s,%s) "
             "ON CONFLICT (ns, key) DO UPDATE SET tag=excluded.tag, value=excluded.value, "
             "updated_ms=excluded.updated_ms",
-            (ns, key, tag, _dumps(value), _now_ms()),
+            (ns, key, tag, dump_doc(value), _now_ms()),
         )
 
     def put_many(self, ns: str, items: Mapping[str, Doc]) -> None:
@@ -285,7 +284,7 @@ class PostgresStore:
             self._count(
                 f"INSERT INTO {TABLE} (ns, key, tag, value, updated_ms) VALUES (%s,%s,%s,%s,%s) "
                 "ON CONFLICT (ns, key) DO NOTHING",
-                (ns, key, tag, _dumps(value), _now_ms()),
+                (ns, key, tag, dump_doc(value), _now_ms()),
             )
             == 1
         )
@@ -295,7 +294,7 @@ class PostgresStore:
             self._count(
                 f"UPDATE {TABLE} SET tag=%s, value=%s, updated_ms=%s "
                 "WHERE ns=%s AND key=%s AND tag IS NOT DISTINCT FROM %s::text",
-                (tag, _dumps(value), _now_ms(), ns, key, expect_tag),
+                (tag, dump_doc(value), _now_ms(), ns, key, expect_tag),
             )
             == 1
         )
@@ -326,7 +325,7 @@ class PostgresStore:
             if not rows:
                 return
             for key, value in rows:
-                yield key, json.loads(value)
+                yield key, load_doc(value)
             last = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)
@@ -342,10 +341,6 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close()
-
-
-def _dumps(value: Doc) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _now_ms() -> int:

@@ -7,7 +7,6 @@ locked database or a full disk is reported clearly instead of as a stack trace.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from storywatch.errors import StoreError
 from storywatch.security import create_private
-from storywatch.store.base import Doc
+from storywatch.store.base import Doc, dump_doc, load_doc
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -82,7 +81,7 @@ class SQLiteStore:
 
     def get(self, ns: str, key: str) -> Doc | None:
         row = self._exec("SELECT value FROM docs WHERE ns=? AND key=?", (ns, key)).fetchone()
-        return json.loads(row[0]) if row else None
+        return load_doc(row[0]) if row else None
 
     def get_tag(self, ns: str, key: str) -> str | None:
         row = self._exec("SELECT tag FROM docs WHERE ns=? AND key=?", (ns, key)).fetchone()
@@ -93,7 +92,7 @@ class SQLiteStore:
             "INSERT INTO docs(ns, key, tag, value, updated_ms) VALUES (?,?,?,?,?) "
             "ON CONFLICT(ns, key) DO UPDATE SET tag=excluded.tag, value=excluded.value, "
             "updated_ms=excluded.updated_ms",
-            (ns, key, tag, json.dumps(value, separators=(",", ":")), _now_ms()),
+            (ns, key, tag, dump_doc(value), _now_ms()),
         )
 
     def put_many(self, ns: str, items: Mapping[str, Doc]) -> None:
@@ -104,14 +103,14 @@ class SQLiteStore:
     def insert(self, ns: str, key: str, value: Doc, *, tag: str | None = None) -> bool:
         cur = self._exec(
             "INSERT OR IGNORE INTO docs(ns, key, tag, value, updated_ms) VALUES (?,?,?,?,?)",
-            (ns, key, tag, json.dumps(value, separators=(",", ":")), _now_ms()),
+            (ns, key, tag, dump_doc(value), _now_ms()),
         )
         return cur.rowcount == 1
 
     def update_if(self, ns: str, key: str, expect_tag: str | None, value: Doc, *, tag: str | None) -> bool:
         cur = self._exec(
             "UPDATE docs SET tag=?, value=?, updated_ms=? WHERE ns=? AND key=? AND tag IS ?",
-            (tag, json.dumps(value, separators=(",", ":")), _now_ms(), ns, key, expect_tag),
+            (tag, dump_doc(value), _now_ms(), ns, key, expect_tag),
         )
         return cur.rowcount == 1
 
@@ -141,7 +140,7 @@ class SQLiteStore:
             if not rows:
                 return
             for key, value in rows:
-                yield key, json.loads(value)
+                yield key, load_doc(value)
             last = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,6 +51,23 @@ def test_documents_round_trip_exactly(store: Store, doc: dict[str, Any]) -> None
     store.put("ns", "k", doc, tag="t")
     assert store.get("ns", "k") == doc
     assert store.get_tag("ns", "k") == "t"
+
+
+def test_documents_take_what_the_stages_put_in_them(store: Store) -> None:
+    """Floats in full precision, numpy scalars as numbers, a NUL, integer keys as strings."""
+    doc = {"w": 0.1 + 0.2, "tiny": 1e-300, "np32": np.float32(0.5), "np64": np.float64(1 / 3), "i": np.int64(7),
+           "nul": "a\u0000b", "by_int": {3: "x"}}
+    store.put("ns", "k", doc)
+    assert store.get("ns", "k") == {
+        "w": 0.1 + 0.2, "tiny": 1e-300, "np32": 0.5, "np64": 1 / 3, "i": 7, "nul": "a\u0000b", "by_int": {"3": "x"}
+    }
+
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, b"bytes"], ids=["object", "set", "bytes"])
+def test_a_value_json_cannot_hold_is_refused(store: Store, value: object) -> None:
+    with pytest.raises(TypeError):
+        store.put("ns", "k", {"v": value})
+    assert store.get("ns", "k") is None
 
 
 def test_put_replaces_value_and_tag(store: Store) -> None:
