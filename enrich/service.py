@@ -9,7 +9,8 @@ watched topics (:class:`enrich.topics.TopicMatcher`) and derives the story event
 After publishing an event it also updates the story's document in ``enrich.stories``
 (:func:`storywatch.views.story_documents`), the read model of the dashboard.
 
-Restart safety: every ``snapshot_every`` articles (and when idle, on drain and on close)
+Restart safety: ``snapshot_interval_s`` after the first article not yet covered, or after
+``snapshot_every`` articles if sooner (and when idle, on drain and on close),
 the service flushes its events, then writes in ONE store transaction the clusterer and
 event state *and the offsets it covers*, and only then commits the bus offsets. Each story
 of the clusterer and each story's event ledger is a document of its own (``story:ID``,
@@ -171,6 +172,7 @@ class EnrichService:
         self._covered: dict[str, int] = {}
         self._loaded = False
         self._pending = 0
+        self._pending_since = 0.0  # clock.monotonic() at the first article not yet snapshotted
         self._failed = False
         self._lag = LagProbe(self.metrics, self.name if self.role == "all" else f"enrich-{self.role}")
         self.processed = 0
@@ -251,9 +253,9 @@ class EnrichService:
         if records and len(records) < batch and self.cfg.embed.batch_ms:
             records += consumer.poll(batch - len(records), self.cfg.embed.batch_ms / 1000.0)
         handled = self._handle(records) if records else 0
-        # Snapshot every snapshot_every articles, and whenever the stream goes quiet, so a
-        # slow feed day does not leave hours of articles to redo after a restart.
-        if self._pending >= self.cfg.snapshot_every or (not records and self._pending):
+        # Snapshot when one is due, and whenever the stream goes quiet, so a slow feed
+        # day does not leave hours of articles to redo after a restart.
+        if self._snapshot_due() or (not records and self._pending):
             self.checkpoint()
         self._lag.observe(consumer)
         return handled
@@ -273,10 +275,16 @@ class EnrichService:
         handled = 0
         while records := self._poll_now(consumer):
             handled += self._handle(records)
-            if self._pending >= self.cfg.snapshot_every:
+            if self._snapshot_due():
                 self.checkpoint()
         self.checkpoint()
         return handled
+
+    def _snapshot_due(self) -> bool:
+        if not self._pending:
+            return False
+        waited = self.clock.monotonic() - self._pending_since
+        return self._pending >= self.cfg.snapshot_every or waited >= self.cfg.snapshot_interval_s
 
     def _poll_now(self, consumer: Consumer) -> list[Record]:
         """What is available now; a Kafka consumer still joining its group is given time to join.
@@ -510,6 +518,8 @@ class EnrichService:
         self._process(producer, self._decode(producer, fresh))
         for rec in fresh:
             self._covered[_pos(rec)] = max(self._covered.get(_pos(rec), 0), rec.offset + 1)
+        if fresh and not self._pending:
+            self._pending_since = self.clock.monotonic()
         self._pending += len(fresh)
         self.processed += len(fresh)
         producer.flush()

@@ -434,6 +434,33 @@ def test_a_quiet_stream_is_snapshotted_and_committed(run: Run) -> None:
     svc.close()
 
 
+def test_a_busy_stream_is_snapshotted_once_the_interval_has_passed(tmp_path: Path, embedder: Embedder) -> None:
+    """Fewer than snapshot_every articles, and the stream never goes quiet: the interval decides."""
+    r = Run(tmp_path, embedder, snapshot_interval_s=30)
+    ns = r.settings.enrich.state_namespace
+    more = [article(20 + i, (f"{aid}-again", src, title, lead)) for i, (aid, src, title, lead) in enumerate(STREAM)]
+    r.publish(stream()[:8])
+    svc = r.service()
+    assert svc.step(0.0) == 4
+    r.clock.advance(seconds=29)
+    assert svc.step(0.0) == 4
+    assert r.store.get(ns, STATE_KEY) is None  # 29 s after the first unsaved article
+    r.publish(stream()[8:])
+    r.clock.advance(seconds=1)
+    assert svc.step(0.0) == 4
+    assert list(r.store.get(ns, STATE_KEY)["offsets"].values()) == [12]
+    r.publish(more[:8])
+    r.clock.advance(seconds=25)
+    assert svc.step(0.0) == 4
+    r.clock.advance(seconds=25)
+    assert svc.step(0.0) == 4
+    # Counted from the first article after the snapshot (25 s ago), not from the snapshot (50 s ago).
+    assert list(r.store.get(ns, STATE_KEY)["offsets"].values()) == [12]
+    svc.close()
+    assert list(r.store.get(ns, STATE_KEY)["offsets"].values()) == [20]
+    r.close()
+
+
 @pytest.mark.kafka
 def test_enrich_over_kafka_with_partitions_and_a_restart(
     tmp_path: Path, embedder: Embedder, kafka_bus_settings: dict[str, Any], unique_name: Callable[[str], str]
