@@ -50,7 +50,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from pydantic import ValidationError
@@ -69,7 +69,7 @@ from storywatch.errors import BusError, ConfigError, SchemaError, StoreError
 from storywatch.lease import Lease
 from storywatch.logs import kv
 from storywatch.observe import LagProbe, Metrics
-from storywatch.schema import Article, DeadLetter, EmbeddedArticle, decode
+from storywatch.schema import Article, DeadLetter, EmbeddedArticle, StoryEventType, decode
 from storywatch.settings import Settings
 from storywatch.store import Store
 from storywatch.text import shorten
@@ -173,6 +173,7 @@ class EnrichService:
         self._loaded = False
         self._pending = 0
         self._pending_since = 0.0  # clock.monotonic() at the first article not yet snapshotted
+        self._batch_events: dict[str, int] = {}  # story events of the batch, by type
         self._failed = False
         self._lag = LagProbe(self.metrics, self.name if self.role == "all" else f"enrich-{self.role}")
         self.processed = 0
@@ -515,6 +516,7 @@ class EnrichService:
             self.metrics.batch_seconds.labels(stage=self.name).observe(time.monotonic() - started)
             return len(records)
         fresh = [r for r in records if r.offset >= self._covered.get(_pos(r), 0)]
+        self._batch_events = {}
         self._process(producer, self._decode(producer, fresh))
         for rec in fresh:
             self._covered[_pos(rec)] = max(self._covered.get(_pos(rec), 0), rec.offset + 1)
@@ -523,9 +525,16 @@ class EnrichService:
         self._pending += len(fresh)
         self.processed += len(fresh)
         producer.flush()
-        if self._clusterer is not None:
-            self.metrics.stories_active.set(len(self._clusterer))
-        self.metrics.batch_seconds.labels(stage=self.name).observe(time.monotonic() - started)
+        seconds = time.monotonic() - started
+        stories = len(self._clusterer) if self._clusterer is not None else None
+        if stories is not None:
+            self.metrics.stories_active.set(stories)
+        self.metrics.batch_seconds.labels(stage=self.name).observe(seconds)
+        if fresh:
+            # One line a batch; each story event is logged at DEBUG (it is on the bus too).
+            counts = {t: self._batch_events.get(t, 0) for t in get_args(StoryEventType)}
+            fields = kv(articles=len(fresh), **counts, stories=stories, seconds=round(seconds, 3))
+            log.info("batch enriched", extra=fields)
         return len(fresh)
 
     def _decode(self, producer: Producer, records: list[Record]) -> list[tuple[Record, Article, np.ndarray | None]]:
@@ -671,10 +680,12 @@ class EnrichService:
                 self._story_docs.move_to_end(key)
                 if len(self._story_docs) > _STORY_DOCS_KEPT:
                     self._story_docs.popitem(last=False)
-            log.info(
-                "story event",
-                extra=kv(story_id=ev.story_id, event=ev.type, revision=ev.revision, article_id=art.id),
-            )
+            self._batch_events[ev.type] = self._batch_events.get(ev.type, 0) + 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "story event",
+                    extra=kv(story_id=ev.story_id, event=ev.type, revision=ev.revision, article_id=art.id),
+                )
 
     def _story_doc(self, key: str) -> dict[str, Any] | None:
         """A story's read-model document as last written (JSON-native, so the same as stored)."""

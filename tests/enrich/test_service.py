@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -431,6 +433,22 @@ def test_a_quiet_stream_is_snapshotted_and_committed(run: Run) -> None:
     doc = run.store.get(run.settings.enrich.state_namespace, STATE_KEY)
     assert doc is not None and list(doc["offsets"].values()) == [3]
     assert EmbeddedConsumer(run.bus, run.settings.enrich.group, [run.topics.raw_articles]).lag() == 0
+    svc.close()
+
+
+def test_one_log_line_a_batch_and_each_event_at_debug(run: Run, caplog: pytest.LogCaptureFixture) -> None:
+    run.publish(stream())
+    svc = run.service()
+    with caplog.at_level(logging.DEBUG, logger="storywatch.enrich"):
+        svc.drain()
+    batches = [r for r in caplog.records if r.getMessage() == "batch enriched"]
+    events = [r for r in caplog.records if r.getMessage() == "story event"]
+    assert all(r.levelno == logging.INFO for r in batches) and all(r.levelno == logging.DEBUG for r in events)
+    fields = [r.sw_fields for r in batches]
+    assert sum(f["articles"] for f in fields) == 12
+    published = Counter(e.type for e in run.events())
+    assert sum(f[t] for f in fields for t in ("created", "updated", "matched", "emerging", "merged")) == len(events)
+    assert {t: sum(f[t] for f in fields) for t in published} == dict(published)
     svc.close()
 
 
