@@ -64,12 +64,13 @@ class TansuBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> TansuBroker:
+    def start(self, port: int | None = None) -> TansuBroker:
+        """Start on a free port, or on ``port`` (a restart: clients keep their bootstrap address)."""
         binary = self.binary or broker_binary()
         errors = []
         # The free port may be taken between our probe and the broker's bind; try another.
-        for _ in range(self.attempts):
-            self.port = free_port()
+        for _ in range(self.attempts if port is None else 1):
+            self.port = free_port() if port is None else port
             url = f"tcp://127.0.0.1:{self.port}"
             with self.log_path.open("ab") as log:
                 try:
@@ -82,8 +83,9 @@ class TansuBroker:
             except BrokerStartError as exc:
                 errors.append(str(exc))
                 self.stop()
+        taken = "" if port is None else f"\n(port {port} was free while it was down: another process may hold it)"
         raise BrokerStartError(
-            "tansu did not start:\n" + "\n".join(errors) + "\n--- broker log ---\n" + self._log_tail()
+            "tansu did not start:\n" + "\n".join(errors) + taken + "\n--- broker log ---\n" + self._log_tail()
         )
 
     @staticmethod
