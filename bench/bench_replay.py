@@ -21,9 +21,17 @@ the bare encoder (``enrich.embed.make_embedder`` with the service's ``EmbedConfi
 ``enrich.service.embed_config``) encodes exactly the texts the enrich stage embedded
 (``article_text`` of each published article, read back from the bus), in the same
 order and batches of ``enrich.embed.batch_size``. Model load is timed separately and
-left out of both rates. Not collected by pytest.
+left out of both rates.
 
-Usage: ``python bench/bench_replay.py [--limit N]`` (N articles of each data set; default all)
+One round of the two is noisy on a shared machine: the encoder alone has taken from 55 to
+67 s on the same texts in one hour, and the ratio of a single round moved by 0.05 either
+way with it. So the two alternate for ``--rounds`` rounds (pipeline, encoder, pipeline,
+encoder, ...), each pipeline from fresh feeds, bus and store; the summary gives every
+round's ratio, their median, and the pooled ratio (all encoder seconds over all enrich
+seconds). Not collected by pytest.
+
+Usage: ``python bench/bench_replay.py [--limit N] [--rounds R]`` (N articles of each data
+set, default all; R rounds, default 3)
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -313,24 +322,52 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--limit", type=int, default=None, help="articles of each data set (default: all)")
     ap.add_argument("--feed-items", type=int, default=400, help="items per feed file (default 400, at most 500)")
+    ap.add_argument("--rounds", type=int, default=3, help="pipeline and encoder rounds, alternating (default 3)")
     ap.add_argument("--keep", type=Path, help="keep the feeds, config, bus, store and log in this directory")
     args = ap.parse_args()
     if not 1 <= args.feed_items <= 500:
         ap.error("--feed-items must be between 1 and 500 (ingest.max_entries_per_feed)")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     uci = load_rows("uci_headlines.jsonl", args.limit)
     ecb = load_rows("ecbplus.jsonl", args.limit)
-    with tempfile.TemporaryDirectory(prefix="sw-replay-") as tmpdir:
-        tmp = args.keep or Path(tmpdir)
-        tmp.mkdir(parents=True, exist_ok=True)
-        feeds = write_feeds(tmp / "feeds", uci, ecb, args.feed_items)
-        cfg = config(tmp, feeds)
-        print(f"pipeline: {len(uci):,} UCI + {len(ecb):,} ECB+ articles in {len(feeds)} feed files ...", flush=True)
-        pipe = run_pipeline(tmp, cfg)
-        print(f"pipeline done in {pipe.wall_s:.1f} s; bare encoder ...", flush=True)
-        lead = embed_config(load_settings(cfg)).lead_chars
-        enc = bare_encoder(cfg, embedded_texts(tmp, lead))
-    print()
-    print(report(pipe, enc, len(uci), len(ecb), len(feeds)))
+    rounds: list[tuple[Pipeline, Encoder]] = []
+    for r in range(1, args.rounds + 1):
+        with tempfile.TemporaryDirectory(prefix="sw-replay-") as tmpdir:
+            tmp = (args.keep / f"round-{r}") if args.keep else Path(tmpdir)
+            tmp.mkdir(parents=True, exist_ok=True)
+            feeds = write_feeds(tmp / "feeds", uci, ecb, args.feed_items)
+            cfg = config(tmp, feeds)
+            print(f"round {r}: pipeline, {len(uci):,} UCI + {len(ecb):,} ECB+ articles in {len(feeds)} feed files ...",
+                  flush=True)
+            pipe = run_pipeline(tmp, cfg)
+            print(f"round {r}: pipeline done in {pipe.wall_s:.1f} s; bare encoder ...", flush=True)
+            lead = embed_config(load_settings(cfg)).lead_chars
+            enc = bare_encoder(cfg, embedded_texts(tmp, lead))
+        rounds.append((pipe, enc))
+        print(f"\n### Round {r}\n\n{report(pipe, enc, len(uci), len(ecb), len(feeds))}\n", flush=True)
+    print(summary(rounds))
+
+
+def summary(rounds: list[tuple[Pipeline, Encoder]]) -> str:
+    """Each round's ratio of the enrich phase (less model load) to the encoder, the median and the pooled one."""
+    ratios = [e.encode_s / _enrich_net(p) for p, e in rounds]
+    whole = [e.encode_s / p.wall_s for p, e in rounds]
+    pooled = sum(e.encode_s for _, e in rounds) / sum(_enrich_net(p) for p, _ in rounds)
+    stage = [_enrich_net(p) - e.encode_s for p, e in rounds]
+    return (
+        f"Summary of {len(rounds)} rounds: enrich phase to bare encoder "
+        + ", ".join(f"{x:.2f}" for x in ratios)
+        + f"; median **{statistics.median(ratios):.2f}**, pooled **{pooled:.2f}**"
+        + f" (whole pipeline: median {statistics.median(whole):.2f}). The stage's own work"
+        + " (enrich phase less model load less encoder): "
+        + ", ".join(f"{x:.1f}" for x in stage)
+        + " s."
+    )
+
+
+def _enrich_net(p: Pipeline) -> float:
+    return p.phases["enrich (model load, embed, cluster, match, events)"] - p.model_load_s
 
 
 if __name__ == "__main__":
