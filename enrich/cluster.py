@@ -183,9 +183,10 @@ class StoryClusterer:
         best_score = (-np.inf, -np.inf, -np.inf)
         duplicate = False
         dormant_before = self._dormant_before()
+        unit = abs(float(vec @ vec) - 1.0) < 1e-5  # what copy_floor assumes of the article
         for story in self._nearest(vec, c.candidates):
             sim = float(vec @ story.centroid)
-            if self._is_copy(story, vec, sim, fps):
+            if self._is_copy(story, vec, sim, fps, unit):
                 best, best_sim, best_ovl, duplicate = story, sim, 1.0, True
                 break
             if sim < c.min_similarity:
@@ -294,10 +295,11 @@ class StoryClusterer:
             return False
         return zs >= c.strong_z or zo >= -overlap_z
 
-    def _is_copy(self, story: Story, vec: np.ndarray, sim: float, fps: list[str]) -> bool:
+    def _is_copy(self, story: Story, vec: np.ndarray, sim: float, fps: list[str], unit: bool = False) -> bool:
         """Same body text, or same title and plausibly the same story, or a near-identical vector.
 
         A title alone is not enough ("Live updates" is the title of many stories).
+        ``unit``: ``vec`` has unit length, so that :meth:`Story.copy_floor` applies.
         """
         title_fp, text_fp = fps
         if text_fp and text_fp in story.fingerprints:
@@ -306,8 +308,11 @@ class StoryClusterer:
             return False
         if title_fp and title_fp in story.fingerprints:
             return True
+        threshold = self.config.near_duplicate_similarity
+        if unit and sim < story.copy_floor(threshold):
+            return False  # too far from the centroid for any recent vector to be this close
         # At most a few rows: Python's max over the list beats numpy's reduction here.
-        return max((story.recent_f32() @ vec).tolist(), default=-1.0) >= self.config.near_duplicate_similarity
+        return max((story.recent_f32() @ vec).tolist(), default=-1.0) >= threshold
 
     def _profile(self, story: Story) -> tuple[dict[str, float], float]:
         """The story's IDF-weighted term profile and its norm.

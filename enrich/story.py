@@ -27,7 +27,7 @@ _MAX_FINGERPRINTS = 64
 _MAX_TIMES = 512
 # Attributes that are not the story's state but derived from it (or index bookkeeping):
 # setting them leaves the cached snapshot and pace alone.
-_DERIVED = frozenset({"_centroid", "indexed", "_snapshot", "_content", "_gaps", "_recent32"})
+_DERIVED = frozenset({"_centroid", "indexed", "_snapshot", "_content", "_gaps", "_recent32", "_copy_floor"})
 # The term profile is refreshed as the stream's IDF moves, far more often than the rest
 # of an idle story changes: refreshing it leaves the rest of the snapshot cached.
 _PROFILE = frozenset({"profile", "profile_norm", "profile_docs"})
@@ -73,6 +73,7 @@ class Story:
     _content: dict[str, Any] | None
     _gaps: dict[int, float | None] | None
     _recent32: np.ndarray | None
+    _copy_floor: tuple[float, float] | None  # (threshold, floor), see copy_floor()
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PROFILE:
@@ -86,6 +87,7 @@ class Story:
         object.__setattr__(self, "_content", None)
         object.__setattr__(self, "_gaps", None)
         object.__setattr__(self, "_recent32", None)
+        object.__setattr__(self, "_copy_floor", None)
 
     def __init__(self, story_id: str, label: int, dim: int) -> None:
         self.id = story_id
@@ -130,6 +132,34 @@ class Story:
         if self._recent32 is None:
             self._recent32 = np.array(self.recent, dtype=np.float32).reshape(len(self.recent), len(self.vec_sum))
         return self._recent32
+
+    def copy_floor(self, threshold: float) -> float:
+        """A cosine to the centroid below which no unit vector is a near copy of a recent one.
+
+        The angle between an article and a recent vector is at least the article's angle
+        to the centroid less the recent vector's. So if the article is further from the
+        centroid than the widest recent vector plus ``acos(threshold)``, no recent vector
+        reaches ``threshold`` and the near-copy check need not multiply them out: the
+        case of most candidates, whose recent vector is their only article. The bound
+        allows for the rows' float16 rounding (their norm) and 1e-3 rad more; it is -2.0
+        (skip nothing) when it cannot help. Cached until the story changes.
+        """
+        if self._copy_floor is None or self._copy_floor[0] != threshold:
+            self._copy_floor = (threshold, self._floor(threshold))
+        return self._copy_floor[1]
+
+    def _floor(self, threshold: float) -> float:
+        rows = self.recent_f32().astype(np.float64)
+        if not len(rows):
+            return 2.0  # nothing recent: the check finds no copy, whatever the cosine
+        norms = np.linalg.norm(rows, axis=1)
+        centroid = self.centroid.astype(np.float64)
+        scale = norms * float(np.linalg.norm(centroid))
+        if threshold <= 0 or not np.all(scale > 0):
+            return -2.0
+        widest = float(np.arccos(np.clip((rows @ centroid) / scale, -1.0, 1.0)).max())
+        angle = widest + math.acos(min(1.0, threshold / float(norms.max()))) + 1e-3
+        return math.cos(angle) if angle < math.pi else -2.0
 
     @property
     def cohesion(self) -> tuple[float, float]:

@@ -10,6 +10,7 @@ import pytest
 
 from enrich.cluster import Assignment, ClusterInput, StoryClusterer, story_id_for
 from enrich.config import ClusterConfig
+from enrich.story import Story
 
 DIM = 32
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -191,6 +192,32 @@ def test_the_cosine_pre_gate_never_rules_out_a_join_the_full_rule_accepts() -> N
             assert c._may_accept(story, sim, cold)
             checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize("dim", [8, 384])
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.95, 0.999])
+def test_the_copy_floor_never_skips_a_near_copy(dim: int, threshold: float) -> None:
+    """Below ``Story.copy_floor`` no recent vector may reach the threshold: checked at the edge."""
+    rng = np.random.default_rng(dim)
+    skipped = copies = 0
+    for _ in range(400):
+        story = Story("s", 0, dim)
+        base = rng.normal(size=dim)
+        for _ in range(int(rng.integers(1, 5))):
+            v = base + rng.normal(size=dim) * float(rng.uniform(0.0, 1.0))
+            story.add_content((v / np.linalg.norm(v)).astype(np.float32), {}, "", None, 4, 64)
+        floor = story.copy_floor(threshold)
+        for _ in range(20):
+            # Articles around one recent vector, from identical to far off.
+            r = story.recent_f32()[int(rng.integers(len(story.recent)))].astype(np.float64)
+            a = r / np.linalg.norm(r) + rng.normal(size=dim) * float(rng.uniform(0.0, 3.0)) / dim**0.5
+            a = (a / np.linalg.norm(a)).astype(np.float32)
+            best = max((story.recent_f32() @ a).tolist())
+            copies += best >= threshold
+            if float(a @ story.centroid) < floor:
+                skipped += 1
+                assert best < threshold
+    assert skipped > 100 and copies > 100
 
 
 @pytest.mark.parametrize(("cool_after_gaps", "joins"), [(None, True), (50.0, False)], ids=["off", "cooled"])
