@@ -1,9 +1,9 @@
 """Compact, lossless snapshots of float data: vectors as base64 of their bytes.
 
 JSON float text is about four times the size of float32 bytes and ten times slower to
-write and read; a snapshot of thousands of story vectors is written every few hundred
-articles, so the vectors are packed as ``{"__f32__": BASE64}`` (or ``__f64__`` when
-float32 would lose bits).
+write and read; the snapshots of a busy stream write thousands of story vectors, so the
+vectors are packed as ``{"__f32__": BASE64}`` (or ``__f64__`` when float32 would lose
+bits).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class Story:
 
     Its snapshot (:meth:`to_state`) and pace (:meth:`recent_gap`) are cached until the
     story changes: a snapshot of thousands of stories, most of them idle since the last
-    one, is taken every few hundred articles, and the pace is asked for every candidate.
+    one, is taken every few seconds in a backfill, and the pace is asked for every candidate.
     Any assignment to an attribute of the state, from here or from the clusterer, drops
     the caches; so does every method here that changes a container in place.
     """
