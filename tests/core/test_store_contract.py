@@ -63,6 +63,18 @@ def test_documents_take_what_the_stages_put_in_them(store: Store) -> None:
     }
 
 
+def test_non_finite_floats_are_stored_as_null(store: Store) -> None:
+    """JSON has no NaN or infinity; the stores write null rather than Python's non-standard tokens."""
+    store.put("ns", "k", {"nan": float("nan"), "inf": float("inf"), "list": [float("-inf"), 1.0]})
+    assert store.get("ns", "k") == {"nan": None, "inf": None, "list": [None, 1.0]}
+
+
+def test_integers_beyond_64_bits_round_trip_exactly(store: Store) -> None:
+    doc = {"big": 2**70, "low": -(2**63) - 1, "max": 2**64 - 1, "list": [2**64, np.int64(3)]}
+    store.put("ns", "k", doc)
+    assert store.get("ns", "k") == {"big": 2**70, "low": -(2**63) - 1, "max": 2**64 - 1, "list": [2**64, 3]}
+
+
 @pytest.mark.parametrize("value", [object(), {1, 2}, b"bytes"], ids=["object", "set", "bytes"])
 def test_a_value_json_cannot_hold_is_refused(store: Store, value: object) -> None:
     with pytest.raises(TypeError):
