@@ -31,6 +31,8 @@ _DERIVED = frozenset({"_centroid", "indexed", "_snapshot", "_content", "_gaps", 
 # The term profile is refreshed as the stream's IDF moves, far more often than the rest
 # of an idle story changes: refreshing it leaves the rest of the snapshot cached.
 _PROFILE = frozenset({"profile", "profile_norm", "profile_docs"})
+# The caches that any change to the state drops (the centroid is dropped where it moves).
+_NO_CACHES: dict[str, None] = dict.fromkeys(("_snapshot", "_content", "_gaps", "_recent32", "_copy_floor"))
 
 
 def fingerprint(text: str) -> str:
@@ -75,19 +77,18 @@ class Story:
     _recent32: np.ndarray | None
     _copy_floor: tuple[float, float] | None  # (threshold, floor), see copy_floor()
 
+    # Through __dict__: an assignment here is the hot path of clustering, and a Story has
+    # no properties with setters to bypass.
     def __setattr__(self, name: str, value: Any) -> None:
+        attrs = self.__dict__
         if name in _PROFILE:
-            object.__setattr__(self, "_snapshot", None)
+            attrs["_snapshot"] = None
         elif name not in _DERIVED:
-            self._changed()
-        object.__setattr__(self, name, value)
+            attrs.update(_NO_CACHES)
+        attrs[name] = value
 
     def _changed(self) -> None:
-        object.__setattr__(self, "_snapshot", None)
-        object.__setattr__(self, "_content", None)
-        object.__setattr__(self, "_gaps", None)
-        object.__setattr__(self, "_recent32", None)
-        object.__setattr__(self, "_copy_floor", None)
+        self.__dict__.update(_NO_CACHES)
 
     def __init__(self, story_id: str, label: int, dim: int) -> None:
         self.id = story_id
@@ -149,16 +150,21 @@ class Story:
         return self._copy_floor[1]
 
     def _floor(self, threshold: float) -> float:
+        # In float64 (an angle near zero is ill-conditioned), with a few small numpy
+        # calls and the rest on Python floats: at most a handful of rows, recomputed
+        # whenever the story changes.
         rows = self.recent_f32().astype(np.float64)
         if not len(rows):
             return 2.0  # nothing recent: the check finds no copy, whatever the cosine
-        norms = np.linalg.norm(rows, axis=1)
         centroid = self.centroid.astype(np.float64)
-        scale = norms * float(np.linalg.norm(centroid))
-        if threshold <= 0 or not np.all(scale > 0):
+        dots = (rows @ centroid).tolist()
+        squares = np.einsum("ij,ij->i", rows, rows).tolist()
+        centroid_norm = math.sqrt(float(centroid @ centroid))
+        if threshold <= 0 or centroid_norm <= 0 or min(squares) <= 0:
             return -2.0
-        widest = float(np.arccos(np.clip((rows @ centroid) / scale, -1.0, 1.0)).max())
-        angle = widest + math.acos(min(1.0, threshold / float(norms.max()))) + 1e-3
+        cosines = (dot / (math.sqrt(sq) * centroid_norm) for dot, sq in zip(dots, squares, strict=True))
+        widest = math.acos(max(-1.0, min(1.0, min(cosines))))
+        angle = widest + math.acos(min(1.0, threshold / math.sqrt(max(squares)))) + 1e-3
         return math.cos(angle) if angle < math.pi else -2.0
 
     @property
