@@ -50,6 +50,7 @@ from enrich.service import EnrichService, embed_config  # noqa: E402
 from storywatch.bus.embedded import EmbeddedBus  # noqa: E402
 from storywatch.clock import SystemClock  # noqa: E402
 from storywatch.logs import configure  # noqa: E402
+from storywatch.runtime import settle_heap  # noqa: E402
 from storywatch.schema import Article  # noqa: E402
 from storywatch.settings import load_settings  # noqa: E402
 from storywatch.store import make_store  # noqa: E402
@@ -140,6 +141,7 @@ def run_stage(tmp: Path, arts: list[Article], vectors: dict[str, np.ndarray], di
         settings, bus, store, SystemClock(), embedder=CachedEmbedder(vectors, dim),
         on_assign=lambda a, s: assigned.append((a, s)),
     )
+    settle_heap()  # as the service does once its model is loaded (here: the saved vectors)
     prof = cProfile.Profile() if profile else None
     t0, cpu0 = time.perf_counter(), time.process_time()
     if prof:

@@ -59,6 +59,7 @@ from bench.common import write_config  # noqa: E402
 from enrich.embed import article_text, make_embedder  # noqa: E402
 from enrich.service import embed_config  # noqa: E402
 from storywatch.bus.embedded import EmbeddedBus  # noqa: E402
+from storywatch.runtime import settle_heap  # noqa: E402
 from storywatch.schema import Article, decode  # noqa: E402
 from storywatch.settings import load_settings  # noqa: E402
 
@@ -261,6 +262,7 @@ def bare_encoder(cfg: Path, texts: list[tuple[str, str]]) -> Encoder:
     t0 = time.perf_counter()
     embedder = make_embedder(ec)
     load = time.perf_counter() - t0
+    settle_heap()  # as the enrich stage does once its model is loaded
     per_set: dict[str, list[float]] = {}
     total = 0.0
     for i in range(0, len(texts), ec.batch_size):

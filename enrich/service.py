@@ -69,6 +69,7 @@ from storywatch.errors import BusError, ConfigError, SchemaError, StoreError
 from storywatch.lease import Lease
 from storywatch.logs import kv
 from storywatch.observe import LagProbe, Metrics
+from storywatch.runtime import settle_heap
 from storywatch.schema import Article, DeadLetter, EmbeddedArticle, StoryEventType, decode
 from storywatch.settings import Settings
 from storywatch.store import Store
@@ -464,6 +465,7 @@ class EnrichService:
             log.info(
                 "embedding model loaded", extra=kv(model=self._model_name, seconds=round(time.monotonic() - started, 2))
             )
+            settle_heap()  # the model lives as long as the process
         return self._embedder
 
     @property
@@ -485,6 +487,7 @@ class EnrichService:
                 state = unpack_floats(self._clusterer_state)
                 self._clusterer = StoryClusterer.from_state(state, self._cluster_cfg, self.clock)
                 self._clusterer_state = None
+                settle_heap()  # the restored stories: most of them will idle until evicted
             else:
                 self._clusterer = StoryClusterer(self._embedder.dim, self._cluster_cfg, self.clock)
         return self._embedder, self._matcher, self._clusterer

@@ -7,6 +7,7 @@ Kafka setup cannot pass CI unnoticed.
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,14 @@ def kafka_broker() -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.close()
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_heap() -> Iterator[None]:
+    """A restored enrich stage freezes the heap (runtime.settle_heap), as a service should
+    once; this process runs hundreds of them, so each test gives its frozen objects back."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -560,4 +561,24 @@ def test_a_restored_writer_reports_its_stories_before_the_next_article(run: Run)
     restored.start()
     assert restored.step(0.0) == 0  # nothing new on the bus
     assert metrics.stories_active._value.get() == stories  # type: ignore[attr-defined]
+    restored.close()
+
+
+def test_restored_stories_are_left_out_of_full_garbage_collections(run: Run) -> None:
+    """Long-lived state (the model, restored stories) is frozen once it is built: a full
+    collection then walks only what the stream created since (runtime.settle_heap)."""
+    run.publish(stream())
+    svc = run.service()
+    svc.drain()
+    svc.close()
+    restored = run.service()
+    restored.start()
+    run.publish([article(99, ("x9", "World Wire", "Chess champion retains title", "The final game was drawn."))])
+    assert restored.step(1.0) == 1  # the first article restores the stories
+    assert restored._clusterer is not None
+    story = next(iter(restored._clusterer._stories.values()))
+    assert gc.get_freeze_count() > 0
+    assert not any(obj is story for obj in gc.get_objects())  # the permanent generation is not listed
+    gc.unfreeze()
+    assert any(obj is story for obj in gc.get_objects())
     restored.close()
