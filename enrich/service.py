@@ -411,14 +411,19 @@ class EnrichService:
                     self._drop_state()
                     return
                 # A story's state is the same object until it changes (Story.to_state).
-                for sid, story in stories.items():
-                    if saved.get(sid) is not story:
-                        self.store.put(ns, STORY_KEY_PREFIX + sid, story)
+                self.store.put_many(
+                    ns, {STORY_KEY_PREFIX + sid: story for sid, story in stories.items() if saved.get(sid) is not story}
+                )
                 for sid in saved.keys() - stories.keys():
                     self.store.delete(ns, STORY_KEY_PREFIX + sid)
-                for sid, ledger in ledgers.items():
-                    if sid in changed or sid not in self._saved_ledgers:
-                        self.store.put(ns, LEDGER_KEY_PREFIX + sid, ledger)
+                self.store.put_many(
+                    ns,
+                    {
+                        LEDGER_KEY_PREFIX + sid: ledger
+                        for sid, ledger in ledgers.items()
+                        if sid in changed or sid not in self._saved_ledgers
+                    },
+                )
                 for sid in self._saved_ledgers - ledgers.keys():
                     self.store.delete(ns, LEDGER_KEY_PREFIX + sid)
                 # The two maps that grow with the stream: only what changed is written.
@@ -630,8 +635,7 @@ class EnrichService:
                 self.metrics.latency.labels(hop="fetched_to_enriched").observe(
                     max(0.0, (self.clock.now() - art.fetched_at).total_seconds())
                 )
-            for key, doc in self._unwritten.items():  # a story changed often in a batch is written once
-                self.store.put(NS_STORIES, key, doc)
+            self.store.put_many(NS_STORIES, self._unwritten)  # a story changed often in a batch is written once
             self._unwritten.clear()
 
     def _known(self, art: Article) -> bool:

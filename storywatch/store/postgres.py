@@ -56,6 +56,10 @@ CREATE INDEX IF NOT EXISTS {TABLE}_tag ON {TABLE} (ns, tag, key);
 """
 # One advisory lock number for the table: transactions of every replica serialise on it.
 _TX_LOCK = f"SELECT pg_advisory_xact_lock(hashtext('{TABLE}'))"
+_UPSERT = (
+    f"INSERT INTO {TABLE} (ns, key, tag, value, updated_ms) VALUES (%s,%s,%s,%s,%s) "
+    "ON CONFLICT (ns, key) DO UPDATE SET tag=excluded.tag, value=excluded.value, updated_ms=excluded.updated_ms"
+)
 _SCHEMA_LOCK = f"SELECT pg_advisory_xact_lock(hashtext('{TABLE}.schema'))"
 _PAGE = 500
 
@@ -267,17 +271,16 @@ class PostgresStore:
         return rows[0][0] if rows else None
 
     def put(self, ns: str, key: str, value: Doc, *, tag: str | None = None) -> None:
-        self._exec(
-            f"INSERT INTO {TABLE} (ns, key, tag, value, updated_ms) VALUES (%s,%s,%s,%s,%s) "
-            "ON CONFLICT (ns, key) DO UPDATE SET tag=excluded.tag, value=excluded.value, "
-            "updated_ms=excluded.updated_ms",
-            (ns, key, tag, dump_doc(value), _now_ms()),
-        )
+        self._exec(_UPSERT, (ns, key, tag, dump_doc(value), _now_ms()))
 
     def put_many(self, ns: str, items: Mapping[str, Doc]) -> None:
-        with self.transaction():
-            for key, value in items.items():
-                self.put(ns, key, value)
+        now = _now_ms()
+        rows = [(ns, key, None, dump_doc(value), now) for key, value in items.items()]
+        if not rows:
+            return
+        # psycopg pipelines executemany: one round trip for the lot, not one per document.
+        with self.transaction(), self._wrap(), self._conn() as conn, conn.cursor() as cur:
+            cur.executemany(_UPSERT, rows)
 
     def insert(self, ns: str, key: str, value: Doc, *, tag: str | None = None) -> bool:
         return (

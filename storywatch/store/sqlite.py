@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS docs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS docs_tag ON docs(ns, tag, key);
 """
+_UPSERT = (
+    "INSERT INTO docs(ns, key, tag, value, updated_ms) VALUES (?,?,?,?,?) "
+    "ON CONFLICT(ns, key) DO UPDATE SET tag=excluded.tag, value=excluded.value, updated_ms=excluded.updated_ms"
+)
 
 
 class SQLiteStore:
@@ -88,17 +92,18 @@ class SQLiteStore:
         return row[0] if row else None
 
     def put(self, ns: str, key: str, value: Doc, *, tag: str | None = None) -> None:
-        self._exec(
-            "INSERT INTO docs(ns, key, tag, value, updated_ms) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(ns, key) DO UPDATE SET tag=excluded.tag, value=excluded.value, "
-            "updated_ms=excluded.updated_ms",
-            (ns, key, tag, dump_doc(value), _now_ms()),
-        )
+        self._exec(_UPSERT, (ns, key, tag, dump_doc(value), _now_ms()))
 
     def put_many(self, ns: str, items: Mapping[str, Doc]) -> None:
-        with self.transaction():
-            for key, value in items.items():
-                self.put(ns, key, value)
+        now = _now_ms()
+        rows = [(ns, key, None, dump_doc(value), now) for key, value in items.items()]
+        if not rows:
+            return
+        with self.transaction(), self._lock:
+            try:
+                self._conn.executemany(_UPSERT, rows)  # one statement, prepared once
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
     def insert(self, ns: str, key: str, value: Doc, *, tag: str | None = None) -> bool:
         cur = self._exec(

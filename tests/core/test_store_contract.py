@@ -141,6 +141,28 @@ def test_put_many_stores_all(store: Store) -> None:
     assert store.get("ns", "k7") == {"i": 7}
 
 
+def test_put_many_replaces_documents_and_their_tags(store: Store) -> None:
+    store.put("ns", "a", {"v": 1}, tag="t")
+    store.put_many("ns", {"a": {"v": 2}, "b": {"v": 3}})
+    store.put_many("ns", {})
+    assert store.get("ns", "a") == {"v": 2} and store.get("ns", "b") == {"v": 3}
+    assert store.get_tag("ns", "a") is None, "as put without a tag"
+
+
+def test_put_many_in_a_failed_transaction_writes_nothing(store: Store) -> None:
+    store.put("ns", "a", {"v": 1})
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put_many("ns", {"a": {"v": 2}, "b": {"v": 3}})
+        raise RuntimeError("crash mid-batch")
+    assert store.get("ns", "a") == {"v": 1} and store.get("ns", "b") is None
+
+
+def test_put_many_refuses_what_json_cannot_hold_and_writes_none_of_it(store: Store) -> None:
+    with pytest.raises(TypeError):
+        store.put_many("ns", {"a": {"v": 1}, "b": {"v": {1, 2}}})
+    assert store.get("ns", "a") is None
+
+
 def test_scan_pages_through_every_key_in_order(store: Store) -> None:
     # More than one internal page (SQLite reads 500 rows at a time).
     keys = [f"key-{i:05d}" for i in range(1234)]

@@ -353,14 +353,19 @@ def test_each_story_and_ledger_is_a_document_rewritten_only_when_it_changed(
     svc = r.service()
     ns = r.settings.enrich.state_namespace
     written: list[str] = []
-    put = r.store.put
+    put, put_many = r.store.put, r.store.put_many
 
     def spy(namespace: str, key: str, value: Any, **kw: Any) -> None:
         if namespace == ns and key.startswith(STORY_KEY_PREFIX):
             written.append(key)
         put(namespace, key, value, **kw)
 
+    def spy_many(namespace: str, items: dict[str, Any]) -> None:
+        written.extend(k for k in items if namespace == ns and k.startswith(STORY_KEY_PREFIX))
+        put_many(namespace, items)
+
     r.store.put = spy  # type: ignore[method-assign]
+    r.store.put_many = spy_many  # type: ignore[method-assign]
     svc.drain()
     svc.close()
     doc = r.store.get(ns, STATE_KEY)
@@ -369,6 +374,7 @@ def test_each_story_and_ledger_is_a_document_rewritten_only_when_it_changed(
     assert doc["clusterer"]["story_ids"] == list(stories)
     stored = {k.removeprefix(STORY_KEY_PREFIX): d for k, d in r.store.scan(ns) if k.startswith(STORY_KEY_PREFIX)}
     assert stored == json.loads(json.dumps(stories)), "merged stories deleted, the others up to date"
+    assert written, "stories are written"
     assert len(written) < len(STREAM) * len(stories), "idle stories are not written again"
     assert doc["events"]["ledger_ids"] == list(svc.events.ledgers)
     stored = {k.removeprefix(LEDGER_KEY_PREFIX): d for k, d in r.store.scan(ns) if k.startswith(LEDGER_KEY_PREFIX)}
