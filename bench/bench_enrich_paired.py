@@ -1,0 +1,155 @@
+"""Benchmark: enrichment throughput through the real stage against the bare encoder,
+paired batch by batch in one process.
+
+``bench_replay.py`` times the whole pipeline, then the bare encoder a minute later; on a
+shared machine the encoder alone has taken anything from 54 to 66 s on the same texts
+within the hour, so one round's ratio moves by more than anything the stage changes.
+Here the two are interleaved at the grain of one micro-batch, so that both see the same
+machine:
+
+1. The shared data sets are published to a fresh embedded bus as ingest would (ECB+
+   first, dealt to four wires; then the UCI headlines: ``bench_enrich_stage.articles``).
+2. The model is loaded once (``make_embedder`` with the service's ``EmbedConfig``) and
+   :class:`enrich.service.EnrichService` (default settings, SQLite store, two watched
+   topics, JSON logs to a file) runs its service loop, ``step`` after ``step``, with that
+   model. The topic anchors are embedded before timing starts, as at start-up.
+3. Around each step the bare encoder (the same model object, ``encode`` and nothing else)
+   embeds the texts of that step's batch: after the step on even steps, before it on odd
+   ones (its texts are then predicted from the bus order and checked afterwards), so that
+   neither side always goes first.
+
+Printed: the stage's time (its steps and the final checkpoint), the bare encoder's time,
+the ratio of their rates (the issue's goal: at least 0.9), and how the stage's time
+splits into its own encoder calls and everything else. Model load is outside both.
+
+Usage: ``python bench/bench_enrich_paired.py [--limit N]`` (N articles of each set).
+Not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_enrich_stage import articles  # noqa: E402
+from bench.bench_replay import TOPICS  # noqa: E402
+from bench.common import write_config  # noqa: E402
+from enrich.embed import Embedder, article_text, make_embedder  # noqa: E402
+from enrich.service import EnrichService, embed_config  # noqa: E402
+from storywatch.bus.embedded import EmbeddedBus  # noqa: E402
+from storywatch.clock import SystemClock  # noqa: E402
+from storywatch.logs import configure  # noqa: E402
+from storywatch.runtime import settle_heap  # noqa: E402
+from storywatch.schema import Article  # noqa: E402
+from storywatch.settings import load_settings  # noqa: E402
+from storywatch.store import make_store  # noqa: E402
+
+
+class TimedEmbedder:
+    """The model as the stage sees it: records what each call embeds and how long it took."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.calls: list[tuple[list[str], float]] = []
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = self.inner.encode(texts)
+        self.calls.append((list(texts), time.perf_counter() - t0))
+        return out
+
+
+def bare(model: Embedder, batches: list[list[str]]) -> float:
+    t0 = time.perf_counter()
+    for texts in batches:
+        model.encode(texts)
+    return time.perf_counter() - t0
+
+
+def run(tmp: Path, arts: list[Article]) -> dict[str, float]:
+    settings = load_settings(write_config(tmp, {"log": {"level": "INFO", "format": "json"}, "topics": TOPICS}))
+    ecfg = embed_config(settings)
+    bus = EmbeddedBus(tmp / "bus.db")
+    topic = settings.bus.topics.raw_articles
+    bus.ensure_topics([topic, settings.bus.topics.story_events, settings.bus.topics.dead_letters])
+    producer = bus.producer()
+    for art in arts:
+        producer.publish(topic, art.id, art.to_bytes())
+    producer.flush()
+    store = make_store(settings.resolved_store())
+    model = make_embedder(ecfg)
+    settle_heap()  # as the service does once its model is loaded
+    timed = TimedEmbedder(model)
+    service = EnrichService(settings, bus, store, SystemClock(), embedder=timed)
+    service.start()
+    service._model()  # start-up: the topic anchors are embedded here, outside the timing
+    timed.calls.clear()
+    texts = [article_text(a.title, a.summary, ecfg.lead_chars) for a in arts]
+    size = ecfg.batch_size
+    stage_s = bare_s = stage_encoder_s = 0.0
+    done = step = 0
+    while done < len(arts):
+        before = step % 2 == 1
+        predicted = [texts[done : done + size]]
+        if before:
+            bare_s += bare(model, predicted)
+        t0 = time.perf_counter()
+        handled = service.step(0.0)
+        stage_s += time.perf_counter() - t0
+        embedded = [t for t, _ in timed.calls]
+        if before and embedded != predicted:
+            raise RuntimeError(f"step {step}: the stage embedded other texts than the next batch on the bus")
+        if not before:
+            bare_s += bare(model, embedded)
+        if not handled:
+            raise RuntimeError(f"step {step}: the stage took nothing with {len(arts) - done} articles left")
+        done += handled
+        step += 1
+        stage_encoder_s += sum(s for _, s in timed.calls)
+        timed.calls.clear()
+    t0 = time.perf_counter()
+    service.checkpoint()  # what the last steps left unsaved, as drain and close do
+    stage_s += time.perf_counter() - t0
+    service.close()
+    store.close()
+    bus.close()
+    return {"articles": done, "steps": step, "stage": stage_s, "bare": bare_s, "stage_encoder": stage_encoder_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--limit", type=int, default=None, help="articles of each data set (default: all)")
+    args = ap.parse_args()
+    arts = articles(args.limit)
+    with tempfile.TemporaryDirectory(prefix="sw-enrich-paired-") as tmpdir:
+        tmp = Path(tmpdir)
+        configure("INFO", "json")  # as `storywatch run` logs, but to a file
+        with (tmp / "enrich.log").open("w", encoding="utf-8") as log_file:
+            handler = logging.getLogger().handlers[0]
+            assert isinstance(handler, logging.StreamHandler)
+            handler.setStream(log_file)
+            r = run(tmp, arts)
+            handler.setStream(sys.stderr)
+    n, stage, bare_s, enc = r["articles"], r["stage"], r["bare"], r["stage_encoder"]
+    print(f"{n:,} articles in {r['steps']:,} steps (micro-batches)")
+    print(f"enrich stage (steps + final checkpoint): {stage:6.1f} s  {n / stage:6.1f} articles/s")
+    print(f"bare encoder, same texts and batches:    {bare_s:6.1f} s  {n / bare_s:6.1f} articles/s")
+    print(f"  of the stage: its encoder calls {enc:.1f} s, everything else {stage - enc:.1f} s")
+    print(f"ratio, stage to bare encoder: {bare_s / stage:.3f}")
+
+
+if __name__ == "__main__":
+    main()
