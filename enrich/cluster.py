@@ -150,8 +150,9 @@ class StoryClusterer:
         n = len(self._stories)
         if n == 0:
             return []
-        labels, _ = self._index.knn_query(vec[None, :].astype(np.float32), k=min(k, n), num_threads=1)
-        return [self._by_label[int(lab)] for lab in labels[0]]
+        labels, _ = self._index.knn_query(vec[None, :], k=min(k, n), num_threads=1)  # vec: float32 (assign)
+        by_label = self._by_label
+        return [by_label[lab] for lab in labels[0].tolist()]
 
     # -- public API --------------------------------------------------------------------
 
