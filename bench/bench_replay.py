@@ -21,7 +21,8 @@ the bare encoder (``enrich.embed.make_embedder`` with the service's ``EmbedConfi
 ``enrich.service.embed_config``) encodes exactly the texts the enrich stage embedded
 (``article_text`` of each published article, read back from the bus), in the same
 order and batches of ``enrich.embed.batch_size``. Model load is timed separately and
-left out of both rates.
+left out of both rates; after it the heap is settled as the stage does
+(``storywatch.runtime.settle_heap``).
 
 One round of the two is noisy on a shared machine: the encoder alone has taken from 55 to
 67 s on the same texts in one hour, and the ratio of a single round moved by 0.05 either
