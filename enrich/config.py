@@ -33,6 +33,10 @@ class EmbedConfig(BaseModel):
     """Characters of body text appended to the title ("title plus lead"); 0 = title only."""
     threads: int | None = Field(None, ge=1, le=256)
     """CPU threads for the encoder; None = the library default."""
+    jit: bool = True
+    """Torch backend: run the transformer as a traced TorchScript graph. It gives the same
+    vectors (checked at load; the eager model is kept if not), and it runs the whole forward
+    pass without holding Python's GIL, so another thread can work meanwhile."""
 
 
 class ClusterConfig(BaseModel):

@@ -8,9 +8,12 @@ directory (the user's data directory by default).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,8 +21,19 @@ import numpy as np
 
 from enrich.config import EmbedConfig
 from storywatch.errors import ConfigError
+from storywatch.logs import kv
+
+log = logging.getLogger("storywatch.enrich")
 
 _WS = re.compile(r"\s+")
+
+# Texts of different lengths, to trace the model and then to check the traced graph
+# against the eager model on another batch size and other paddings.
+_PROBES = (
+    "Quake hits Chile.",
+    "Officials in Santiago count the dead as rescuers search the collapsed buildings.",
+    "Storm Ida makes landfall in Louisiana; 1,000,000 homes without power, governor says",
+)
 
 
 @runtime_checkable
@@ -106,6 +120,7 @@ class SentenceTransformerEmbedder:
         if dim is None:
             dim = int(self.model.encode(["x"]).shape[1])
         self._dim = int(dim)
+        self.traced = self.config.backend == "torch" and self.config.jit and _trace_forward(self.model)
 
     def _load(self, path: str) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -146,6 +161,102 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(out, dtype=np.float32)
+
+
+class _TracedForward:
+    """A sentence-transformers model's forward pass, run as a traced TorchScript graph.
+
+    Called by ``SentenceTransformer.encode`` in place of the eager forward, with the
+    tokenizer's features; everything else in ``encode`` (length sorting, batching,
+    normalisation) is unchanged. The graph takes the tensors (``keys``); the other
+    features (``modality: "text"``) were constants when it was traced. Features that
+    differ from those go to the eager forward.
+    """
+
+    def __init__(self, graph: Any, keys: tuple[str, ...], constants: dict[str, Any], eager: Callable[..., Any]):
+        self.graph = graph
+        self.keys = keys
+        self.constants = constants
+        self.eager = eager
+
+    def __call__(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if kwargs or len(features) != len(self.keys) + len(self.constants) or any(
+            k not in features for k in self.keys
+        ) or any(features.get(k) != v for k, v in self.constants.items()):
+            return self.eager(features, **kwargs)  # type: ignore[no-any-return]
+        return {**features, "sentence_embedding": self.graph(*(features[k] for k in self.keys))}
+
+
+def _trace_forward(model: Any) -> bool:
+    """Run ``model``'s forward pass as a traced graph from now on, if that gives the same vectors.
+
+    The TorchScript interpreter releases the GIL for the whole forward pass; the eager
+    model takes it back between every two of its hundreds of small operations. So with
+    the traced graph, a thread that encodes does not stall one that clusters, nor the
+    other way round. Returns whether the model is now traced; on any failure or
+    difference the eager model stays, with a warning.
+    """
+    import torch
+
+    eager = model.forward
+    try:
+        preprocess = getattr(model, "preprocess", None) or model.tokenize
+        features = preprocess(list(_PROBES[:2]))
+        keys = tuple(k for k, v in features.items() if isinstance(v, torch.Tensor))
+        constants = {k: v for k, v in features.items() if k not in keys}
+
+        class Embedding(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, *tensors: Any) -> Any:
+                return self.model({**dict(zip(keys, tensors, strict=True)), **constants})["sentence_embedding"]
+
+        expected = model.encode(list(_PROBES), normalize_embeddings=True, convert_to_numpy=True)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about shapes taken as constants
+            graph = torch.jit.trace(Embedding().eval(), tuple(features[k] for k in keys), check_trace=False)
+        model.forward = _TracedForward(graph, keys, constants, eager)
+        got = model.encode(list(_PROBES), normalize_embeddings=True, convert_to_numpy=True)
+    except Exception as exc:  # an architecture that does not trace: the eager model still works
+        model.forward = eager
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("cannot trace the embedding model: running it eagerly", extra=kv(error=error))
+        return False
+    if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-5):
+        model.forward = eager
+        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else None
+        log.warning("the traced embedding model differs from the eager one: running it eagerly", extra=kv(diff=diff))
+        return False
+    return True
+
+
+# Every encode of the process, one at a time: the model already uses every core, and a
+# Hugging Face fast tokenizer must not be used by two threads at once.
+_ENCODER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storywatch-encoder")
+
+
+class BackgroundEmbedder:
+    """An :class:`Embedder` whose calls run on the process's encoder thread, in order.
+
+    :meth:`submit` returns at once, so that the caller can cluster one micro-batch while
+    the next is being encoded; :meth:`encode` waits. Errors of the model come out of
+    ``Future.result()`` in the caller's thread.
+    """
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
+        return _ENCODER_THREAD.submit(self.inner.encode, list(texts))
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.submit(texts).result()
 
 
 EMBEDDERS: dict[str, Callable[[EmbedConfig], Embedder]] = {
