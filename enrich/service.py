@@ -6,6 +6,13 @@ assigns each to a story (:class:`enrich.cluster.StoryClusterer`), scores it agai
 watched topics (:class:`enrich.topics.TopicMatcher`) and derives the story events
 (:class:`enrich.events.StoryEvents`), which are published keyed by ``story_id``.
 
+Pipeline (``enrich.embed.pipeline``): every encode runs on the process's encoder thread
+(:class:`enrich.embed.BackgroundEmbedder`), and while a step clusters its batch, the next
+batch that the bus already holds is polled and encoded. Stories and events are the same
+either way; only the order of dead letters against story events may differ. A batch
+polled ahead is past the consumer's position, so it is processed before any snapshot
+and commit, and none is polled ahead of a batch that makes a snapshot due.
+
 After publishing an event it also updates the story's document in ``enrich.stories``
 (:func:`storywatch.views.story_documents`), the read model of the dashboard.
 
@@ -50,6 +57,8 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from typing import Any, get_args
 
 import numpy as np
@@ -57,7 +66,7 @@ from pydantic import ValidationError
 
 from enrich.cluster import ClusterInput, StoryClusterer
 from enrich.config import ClusterConfig, EmbedConfig
-from enrich.embed import Embedder, article_text, make_embedder
+from enrich.embed import BackgroundEmbedder, Embedder, article_text, make_embedder
 from enrich.events import ArticleInfo, StoryEvents
 from enrich.maplog import MapLog
 from enrich.packing import unpack_floats
@@ -93,6 +102,19 @@ _STORY_DOCS_KEPT = 4096
 
 AssignHook = Callable[[str, str], None]
 """Called with ``(article_id, story_id)`` after each assignment (replay records them)."""
+
+Decoded = list[tuple[Record, Article, np.ndarray | None]]
+
+
+@dataclass
+class _Batch:
+    """A micro-batch taken from the bus: decoded, and its vectors on their way."""
+
+    records: list[Record]
+    articles: Decoded
+    encoding: list[int]
+    """Positions in ``articles`` whose vectors ``vectors`` will give, in order."""
+    vectors: Future[np.ndarray] | None
 
 
 def embed_config(settings: Settings) -> EmbedConfig:
@@ -155,6 +177,8 @@ class EnrichService:
         self._embed_cfg = embed_config(settings)
         self._cluster_cfg = cluster_config(settings)
         self._embedder = embedder
+        self._background: BackgroundEmbedder | None = None
+        self._ahead: _Batch | None = None  # polled and being encoded, not yet processed
         self._matcher: TopicMatcher | None = None
         self._clusterer: StoryClusterer | None = None
         self._clusterer_state: dict[str, Any] | None = None
@@ -230,6 +254,7 @@ class EnrichService:
 
     def _drop_state(self) -> None:
         """Forget everything since the last snapshot: another writer has taken over."""
+        self._discard_ahead()
         if self._consumer is not None:
             self._consumer.close()  # uncommitted records go to the new writer
             self._consumer = None
@@ -250,17 +275,14 @@ class EnrichService:
             time.sleep(min(timeout, 1.0))
             return 0
         consumer, _ = self._io()
-        batch = self._embed_cfg.batch_size
-        records = consumer.poll(batch, timeout)
-        if records and len(records) < batch and self.cfg.embed.batch_ms:
-            records += consumer.poll(batch - len(records), self.cfg.embed.batch_ms / 1000.0)
-        handled = self._handle(records) if records else 0
+        before = self.processed
+        took = self._advance(consumer, lambda: self._poll(consumer, timeout))
         # Snapshot when one is due, and whenever the stream goes quiet, so a slow feed
         # day does not leave hours of articles to redo after a restart.
-        if self._snapshot_due() or (not records and self._pending):
-            self.checkpoint()
+        if self._snapshot_due() or (took is None and self._pending):
+            self.checkpoint()  # it may process a batch polled ahead, too
         self._lag.observe(consumer)
-        return handled
+        return self.processed - before
 
     def drain(self) -> int:
         self._encoder()
@@ -274,19 +296,74 @@ class EnrichService:
                 )
             time.sleep(1.0)
         consumer, _ = self._io()
-        handled = 0
-        while records := self._poll_now(consumer):
-            handled += self._handle(records)
+        before = self.processed
+        while self._advance(consumer, lambda: self._poll_now(consumer)) is not None:
             if self._snapshot_due():
                 self.checkpoint()
         self.checkpoint()
-        return handled
+        return self.processed - before
 
-    def _snapshot_due(self) -> bool:
-        if not self._pending:
+    def _poll(self, consumer: Consumer, timeout: float) -> list[Record]:
+        """A micro-batch: up to ``batch_size`` records, waiting at most ``batch_ms`` more to fill it."""
+        batch = self._embed_cfg.batch_size
+        records = consumer.poll(batch, timeout)
+        if records and len(records) < batch and self.cfg.embed.batch_ms:
+            records += consumer.poll(batch - len(records), self.cfg.embed.batch_ms / 1000.0)
+        return records
+
+    def _advance(self, consumer: Consumer, poll: Callable[[], list[Record]]) -> int | None:
+        """Process one micro-batch, and start encoding the next one meanwhile (``pipeline``).
+
+        The batch is the one already being encoded, else what ``poll`` gives; None when
+        there was none. The next batch is only what the bus has at once: a quiet stream
+        is not kept waiting for it. Its records are past the consumer's position but not
+        processed, so :meth:`checkpoint` processes it before it commits; and no batch is
+        polled ahead when this one makes a snapshot due.
+        """
+        batch, self._ahead = self._ahead, None
+        if batch is None:
+            records = poll()
+            if not records:
+                return None
+            batch = self._take(records)
+        # Not the embed role: it commits after each batch, which would cover the next one.
+        # Nor before a snapshot: it would have to process the next batch first.
+        if self.cfg.embed.pipeline and self.role != "embed" and not self._snapshot_due(len(batch.records)):
+            records = consumer.poll(self._embed_cfg.batch_size, 0.0)
+            if records:
+                self._ahead = self._take(records)
+        return self._handle(batch)
+
+    def _take(self, records: list[Record]) -> _Batch:
+        """Decode ``records`` and start encoding the articles that need a vector."""
+        producer = self._io()[1]
+        try:
+            if self.role != "embed":
+                records = [r for r in records if r.offset >= self._covered.get(_pos(r), 0)]
+            articles = self._decode(producer, records)
+            # An article already assigned is a retitle (see _known): it needs no vector.
+            encoding = [
+                i
+                for i, (_, art, vec) in enumerate(articles)
+                if vec is None and (self.role == "embed" or self.events.story_of(art.id) is None)
+            ]
+            vectors = None
+            if encoding:
+                lead = self._embed_cfg.lead_chars
+                texts = [article_text(articles[i][1].title, articles[i][1].summary, lead) for i in encoding]
+                vectors = self._background_encoder().submit(texts)
+        except BaseException:
+            self._failed = True  # see _handle
+            raise
+        return _Batch(records, articles, encoding, vectors)
+
+    def _snapshot_due(self, more: int = 0) -> bool:
+        """Whether a snapshot is due (once ``more`` articles are processed as well)."""
+        pending = self._pending + more
+        if not pending:
             return False
-        waited = self.clock.monotonic() - self._pending_since
-        return self._pending >= self.cfg.snapshot_every or waited >= self.cfg.snapshot_interval_s
+        waited = self.clock.monotonic() - self._pending_since if self._pending else 0.0
+        return pending >= self.cfg.snapshot_every or waited >= self.cfg.snapshot_interval_s
 
     def _poll_now(self, consumer: Consumer) -> list[Record]:
         """What is available now; a Kafka consumer still joining its group is given time to join.
@@ -386,10 +463,17 @@ class EnrichService:
         return self._df_log.save(df_state["df"], set())
 
     def checkpoint(self) -> None:
-        """Flush events, snapshot state with the offsets it covers, then commit the offsets."""
+        """Flush events, snapshot state with the offsets it covers, then commit the offsets.
+
+        A batch polled ahead is processed first: the commit covers it.
+        """
         if self._consumer is None or self._producer is None:
             return
+        if self._ahead is not None and not self._failed:
+            batch, self._ahead = self._ahead, None
+            self._handle(batch)
         if self._failed:
+            self._discard_ahead()
             log.warning(
                 "a batch failed: no snapshot and no commit; what followed the last snapshot will be processed again",
                 extra=kv(articles=self._pending),
@@ -473,17 +557,23 @@ class EnrichService:
             settle_heap()  # the model lives as long as the process
         return self._embedder
 
+    def _background_encoder(self) -> BackgroundEmbedder:
+        """The model, called on the encoder thread: every encode of the stage goes through it."""
+        if self._background is None:
+            self._background = BackgroundEmbedder(self._encoder())
+        return self._background
+
     @property
     def _model_name(self) -> str:
         return self._embed_cfg.model or DEFAULT_MODEL
 
     def _model(self) -> tuple[Embedder, TopicMatcher, StoryClusterer]:
         """Load the embedder, the topic anchors and the clusterer on first use (seconds)."""
-        self._embedder = self._encoder()
+        embedder = self._background_encoder()
         if self._matcher is None:
             self._matcher = TopicMatcher(
                 self.settings.topics,
-                self._embedder,
+                embedder,
                 default_threshold=self.cfg.topic_threshold,
                 settings=self.cfg.topics,
             )
@@ -494,14 +584,14 @@ class EnrichService:
                 self._clusterer_state = None
                 settle_heap()  # the restored stories: most of them will idle until evicted
             else:
-                self._clusterer = StoryClusterer(self._embedder.dim, self._cluster_cfg, self.clock)
-        return self._embedder, self._matcher, self._clusterer
+                self._clusterer = StoryClusterer(embedder.dim, self._cluster_cfg, self.clock)
+        return embedder, self._matcher, self._clusterer
 
     # -- records -> events ---------------------------------------------------------
 
-    def _handle(self, records: list[Record]) -> int:
+    def _handle(self, batch: _Batch) -> int:
         try:
-            return self._handle_batch(records)
+            return self._handle_batch(batch)
         except BaseException:
             # The state may now hold part of a batch whose offsets it does not cover, and
             # the consumer's position is past the batch: neither may be saved. The batch
@@ -509,45 +599,63 @@ class EnrichService:
             self._failed = True
             raise
 
-    def _handle_batch(self, records: list[Record]) -> int:
+    def _handle_batch(self, batch: _Batch) -> int:
         consumer, producer = self._io()
         started = time.monotonic()
+        records = batch.records
         for topic in {r.topic for r in records}:
             self.metrics.records_consumed.labels(stage=self.name, topic=topic).inc(
                 sum(1 for r in records if r.topic == topic)
             )
+        articles = self._vectors(batch)
         if self.role == "embed":
-            self._embed_out(producer, self._decode(producer, records))
+            self._embed_out(producer, articles)
             producer.flush()
             consumer.commit()  # stateless: what is published is done
             self.processed += len(records)
             self.metrics.batch_seconds.labels(stage=self.name).observe(time.monotonic() - started)
             return len(records)
-        fresh = [r for r in records if r.offset >= self._covered.get(_pos(r), 0)]
         self._batch_events = {}
-        self._process(producer, self._decode(producer, fresh))
-        for rec in fresh:
+        self._process(producer, articles)
+        for rec in records:
             self._covered[_pos(rec)] = max(self._covered.get(_pos(rec), 0), rec.offset + 1)
-        if fresh and not self._pending:
+        if records and not self._pending:
             self._pending_since = self.clock.monotonic()
-        self._pending += len(fresh)
-        self.processed += len(fresh)
+        self._pending += len(records)
+        self.processed += len(records)
         producer.flush()
         seconds = time.monotonic() - started
         stories = len(self._clusterer) if self._clusterer is not None else None
         if stories is not None:
             self.metrics.stories_active.set(stories)
         self.metrics.batch_seconds.labels(stage=self.name).observe(seconds)
-        if fresh:
+        if records:
             # One line a batch; each story event is logged at DEBUG (it is on the bus too).
             counts = {t: self._batch_events.get(t, 0) for t in get_args(StoryEventType)}
-            fields = kv(articles=len(fresh), **counts, stories=stories, seconds=round(seconds, 3))
+            fields = kv(articles=len(records), **counts, stories=stories, seconds=round(seconds, 3))
             log.info("batch enriched", extra=fields)
-        return len(fresh)
+        return len(records)
 
-    def _decode(self, producer: Producer, records: list[Record]) -> list[tuple[Record, Article, np.ndarray | None]]:
+    @staticmethod
+    def _vectors(batch: _Batch) -> Decoded:
+        """The batch's articles with the vectors that were being encoded (waits for them)."""
+        if batch.vectors is None:
+            return batch.articles
+        articles = list(batch.articles)
+        for i, vec in zip(batch.encoding, batch.vectors.result(), strict=True):
+            rec, art, _ = articles[i]
+            articles[i] = (rec, art, vec)
+        return articles
+
+    def _discard_ahead(self) -> None:
+        """Forget the batch polled ahead (it is not committed: it comes again)."""
+        batch, self._ahead = self._ahead, None
+        if batch is not None and batch.vectors is not None:
+            wait([batch.vectors])  # let the encoder finish with it; its result is not wanted
+
+    def _decode(self, producer: Producer, records: list[Record]) -> Decoded:
         """Each record's article, and its vector when an embed worker sent one we can use."""
-        out: list[tuple[Record, Article, np.ndarray | None]] = []
+        out: Decoded = []
         for rec in records:
             try:
                 if rec.topic == self._topics.embedded_articles:
@@ -576,14 +684,11 @@ class EnrichService:
             return None
         return vec.astype(np.float32)
 
-    def _embed_out(self, producer: Producer, articles: list[tuple[Record, Article, np.ndarray | None]]) -> None:
-        """Embed a batch and publish each article with its vector (the embed role)."""
-        if not articles:
-            return
-        lead = self._embed_cfg.lead_chars
-        vectors = self._encoder().encode([article_text(a.title, a.summary, lead) for _, a, _ in articles])
+    def _embed_out(self, producer: Producer, articles: Decoded) -> None:
+        """Publish each article of a batch with its vector (the embed role)."""
         now = self.clock.now()
-        for (_, art, _), vec in zip(articles, vectors, strict=True):
+        for _, art, vec in articles:
+            assert vec is not None  # _take encoded every article
             msg = EmbeddedArticle(
                 article=art,
                 model=self._model_name,
@@ -593,11 +698,12 @@ class EnrichService:
             )
             producer.publish(self._topics.embedded_articles, art.id, msg.to_bytes())
 
-    def _process(self, producer: Producer, articles: list[tuple[Record, Article, np.ndarray | None]]) -> None:
+    def _process(self, producer: Producer, articles: Decoded) -> None:
         todo = [(rec, art, vec) for rec, art, vec in articles if not self._known(art)]
         if not todo:
             return
         embedder, matcher, clusterer = self._model()
+        # Vectors that were not encoded ahead: an article the events forgot meanwhile.
         missing = [i for i, (_, _, vec) in enumerate(todo) if vec is None]
         if missing:
             lead = self._embed_cfg.lead_chars

@@ -21,6 +21,9 @@ class EmbedSettings(Section):
     threads: int | None = Field(None, ge=1, le=256)
     """CPU threads of the encoder; None = every core. Give each of several embed workers
     on one host its share (two workers on two cores: 1 each), or they contend."""
+    pipeline: bool = True
+    """Encode the next micro-batch (on a thread of its own) while this one is clustered and
+    published. The stories are the same either way; False does one thing at a time."""
 
 
 class TopicMatchSettings(Section):

@@ -254,8 +254,11 @@ def _event_ids(events: list[StoryEvent]) -> set[tuple[Any, ...]]:
     return {(e.story_id, e.type, e.revision, e.merged_from, e.match.topic if e.match else None) for e in events}
 
 
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "one batch at a time"])
 @pytest.mark.parametrize("crash", ["between snapshots", "between snapshot and commit"])
-def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, embedder: Embedder, crash: str) -> None:
+def test_restart_mid_stream_gives_the_same_stories_and_events(
+    tmp_path: Path, embedder: Embedder, crash: str, pipeline: bool
+) -> None:
     calm = Run(tmp_path / "calm", embedder)
     calm.publish(stream())
     svc = calm.service()
@@ -266,7 +269,8 @@ def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, em
     calm.close()
 
     # Batches of 4 and a snapshot once 6 are pending: snapshots after 8 articles, then at close.
-    r = Run(tmp_path / "crash", embedder, snapshot_every=6)
+    embed = {"batch_size": 4, "batch_ms": 0, "pipeline": pipeline}
+    r = Run(tmp_path / "crash", embedder, snapshot_every=6, embed=embed)
     r.publish(stream())
     if crash == "between snapshots":
         first = r.service()
@@ -291,6 +295,41 @@ def test_restart_mid_stream_gives_the_same_stories_and_events(tmp_path: Path, em
     events = r.events()
     assert _event_ids(events) == expected_events
     r.close()
+
+
+def test_a_batch_polled_ahead_is_processed_before_the_commit_that_covers_it(tmp_path: Path, embedder: Embedder) -> None:
+    r = Run(tmp_path, embedder)  # batches of 4, pipelined by default
+    r.publish(stream())
+    svc = r.service()
+    group, topic = r.settings.enrich.group, r.topics.raw_articles
+    assert svc.step(0.0) == 4
+    assert r.bus.committed(group, topic) == 0
+    assert len(r.assigned) == 4  # the second batch is being encoded, not yet processed
+    svc.checkpoint()
+    # The consumer was past the second batch: the snapshot and the commit cover it, and
+    # it was processed before them.
+    assert len(r.assigned) == 8 and svc.processed == 8
+    assert list(r.store.get(r.settings.enrich.state_namespace, STATE_KEY)["offsets"].values()) == [8]
+    assert r.bus.committed(group, topic) == 8
+    while svc.step(0.0):
+        pass
+    svc.close()
+    assert len(r.assigned) == len(STREAM)
+    r.close()
+
+
+def test_the_pipeline_changes_no_story_and_no_event(tmp_path: Path, embedder: Embedder) -> None:
+    outcomes = []
+    for pipeline in (False, True):
+        r = Run(tmp_path / str(pipeline), embedder, embed={"batch_size": 4, "batch_ms": 0, "pipeline": pipeline})
+        r.publish(stream())
+        svc = r.service()
+        while svc.step(0.0):
+            pass
+        svc.close()
+        outcomes.append((r.final(svc), [(e.story_id, e.type, e.revision) for e in r.events()]))
+        r.close()
+    assert outcomes[0] == outcomes[1]
 
 
 class EncoderDown(Exception):
@@ -323,7 +362,8 @@ def test_a_batch_that_fails_is_neither_snapshotted_nor_committed(tmp_path: Path,
     expected, expected_events = calm.final(svc), _event_ids(calm.events())
     calm.close()
 
-    # Batches of 4; the topic anchors are the first encode, the third batch the fourth.
+    # Batches of 4, the second one encoded ahead of the first one's topic anchors: the
+    # third batch is the fourth encode.
     r = Run(tmp_path / "fail", embedder, snapshot_every=6)
     r.publish(stream())
     first = EnrichService(
