@@ -1,0 +1,101 @@
+"""Encoding a batch in sub-batches side by side: the same vectors, in order, on one core each."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from enrich.config import EmbedConfig
+from enrich.embed import (
+    MIN_SPLIT,
+    BackgroundEmbedder,
+    Embedder,
+    SentenceTransformerEmbedder,
+    _split_workers,
+    cpu_slot,
+)
+from tests.enrich.test_encoder_thread import TEXTS
+
+
+@pytest.fixture(scope="module")
+def unsplit() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(EmbedConfig(split=False))
+
+
+def test_sub_batches_give_the_vectors_of_the_whole_batch(
+    embedder: Embedder, unsplit: SentenceTransformerEmbedder
+) -> None:
+    assert isinstance(embedder, SentenceTransformerEmbedder)
+    if torch.get_num_threads() < 2:
+        pytest.skip("one core: the encoder does not split batches")
+    assert embedder.workers is not None and unsplit.workers is None
+    many = [f"{t} ({i})" for i, t in enumerate(TEXTS * 3)]  # more than one batch of 32
+    for texts in (TEXTS, TEXTS[: 2 * MIN_SPLIT], many):
+        got, want = embedder.encode(texts), unsplit.encode(texts)
+        assert got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)  # rounding: each sub-batch has its own padding
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_each_worker_runs_one_torch_thread_and_the_process_default_is_kept(embedder: Embedder) -> None:
+    assert isinstance(embedder, SentenceTransformerEmbedder)
+    workers = embedder.workers
+    if workers is None:
+        pytest.skip("one core: the encoder does not split batches")
+    before = torch.get_num_threads()
+    seen = workers._pool.map(lambda _: (threading.current_thread().name, torch.get_num_threads()), range(8))
+    assert {n for _, n in seen} == {1}
+    with ThreadPoolExecutor(1) as fresh:  # a thread torch has not seen gets the process default
+        assert fresh.submit(torch.get_num_threads).result() == before >= 2
+
+
+def test_a_holder_of_a_cpu_slot_leaves_the_encoder_the_other_cores(embedder: Embedder) -> None:
+    assert isinstance(embedder, SentenceTransformerEmbedder)
+    workers = embedder.workers
+    if workers is None:
+        pytest.skip("one core: the encoder does not split batches")
+    background = BackgroundEmbedder(embedder)
+    with cpu_slot(background):  # as the enrich stage holds one while it clusters
+        vectors = background.submit(TEXTS).result(timeout=120)
+    assert vectors.shape == (len(TEXTS), embedder.dim)
+    assert workers.slots.acquire(blocking=False)  # every slot was given back
+    workers.slots.release()
+
+
+def test_an_embedder_without_workers_gives_no_slot() -> None:
+    class Plain:
+        dim = 2
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return np.ones((len(texts), 2), dtype=np.float32)
+
+    with cpu_slot(BackgroundEmbedder(Plain())) as slot:
+        assert slot is None
+
+
+class SizeDependent:
+    """A model whose vectors depend on the batch they are in: sub-batches would change them."""
+
+    def preprocess(self, texts: list[str]) -> dict[str, Any]:
+        return {"n": torch.tensor([len(texts)] * len(texts), dtype=torch.float32)}
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        n = features["n"]
+        return {"sentence_embedding": torch.stack([n, torch.ones_like(n)], dim=1)}
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        out = self.forward(self.preprocess(texts))["sentence_embedding"]
+        return torch.nn.functional.normalize(out, dim=1).numpy()
+
+
+def test_a_model_whose_vectors_change_in_sub_batches_is_not_split(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="storywatch.enrich"):
+        assert _split_workers(SizeDependent(), 2) is None
+    assert "not splitting batches" in caplog.text
+    assert _split_workers(SizeDependent(), 1) is None  # one thread: nothing to split across
