@@ -28,7 +28,12 @@ the ratio of their rates (the issue's goal: at least 0.9), how long the stage's 
 was busy, and the rest: the stage's own work that the encoding did not hide. Model load
 is outside both.
 
-Usage: ``python bench/bench_enrich_paired.py [--limit N] [--block B]`` (N articles of each set).
+With ``--unsplit-too``, a second copy of the model that encodes each batch whole (torch's
+own way of using the cores; ``enrich.embed.split: false``) takes its turn beside the bare
+encoder on every block: a second baseline, to measure what encoding in sub-batches gains.
+
+Usage: ``python bench/bench_enrich_paired.py [--limit N] [--block B] [--no-pipeline] [--no-split]
+[--unsplit-too] [--threads T]`` (N articles of each set).
 Not collected by pytest.
 """
 
@@ -40,6 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +71,7 @@ class TimedEmbedder:
 
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
+        self.workers = getattr(inner, "workers", None)  # the cores the stage shares with the encoder
         self.calls: list[tuple[list[str], float]] = []
 
     @property
@@ -85,8 +92,9 @@ def bare(model: Embedder, batches: list[list[str]]) -> float:
     return time.perf_counter() - t0
 
 
-def run(tmp: Path, arts: list[Article], block: int, pipeline: bool, threads: int | None) -> dict[str, float]:
-    embed = {"pipeline": pipeline, "threads": threads}
+def run(
+    tmp: Path, arts: list[Article], block: int, embed: dict[str, Any], unsplit_too: bool
+) -> dict[str, float]:
     config = {"log": {"level": "INFO", "format": "json"}, "topics": TOPICS, "enrich": {"embed": embed}}
     settings = load_settings(write_config(tmp, config))
     ecfg = embed_config(settings)
@@ -96,6 +104,8 @@ def run(tmp: Path, arts: list[Article], block: int, pipeline: bool, threads: int
     producer = bus.producer()
     store = make_store(settings.resolved_store())
     model = make_embedder(ecfg)
+    # The same model encoding each batch whole (torch splits each operation across the cores).
+    unsplit = make_embedder(ecfg.model_copy(update={"split": False})) if unsplit_too else None
     settle_heap()  # as the service does once its model is loaded
     timed = TimedEmbedder(model)
     service = EnrichService(settings, bus, store, SystemClock(), embedder=timed)
@@ -104,7 +114,7 @@ def run(tmp: Path, arts: list[Article], block: int, pipeline: bool, threads: int
     timed.calls.clear()
     texts = [article_text(a.title, a.summary, ecfg.lead_chars) for a in arts]
     size = ecfg.batch_size
-    stage_s = bare_s = stage_encoder_s = 0.0
+    stage_s = bare_s = unsplit_s = stage_encoder_s = 0.0
     done = steps = 0
     for n, start in enumerate(range(0, len(arts), block)):
         # The block goes on the bus untimed; the stage's pipeline empties at its end.
@@ -116,6 +126,8 @@ def run(tmp: Path, arts: list[Article], block: int, pipeline: bool, threads: int
         before = n % 2 == 1
         if before:
             bare_s += bare(model, batches)
+            if unsplit is not None:
+                unsplit_s += bare(unsplit, batches)
         t0 = time.perf_counter()
         handled = 0
         while handled < sum(map(len, batches)):
@@ -129,6 +141,8 @@ def run(tmp: Path, arts: list[Article], block: int, pipeline: bool, threads: int
         if embedded != batches:
             raise RuntimeError(f"block {n}: the stage embedded other texts or batches than the block's")
         if not before:
+            if unsplit is not None:
+                unsplit_s += bare(unsplit, batches)
             bare_s += bare(model, batches)
         done += handled
         stage_encoder_s += sum(s for _, s in timed.calls)
@@ -139,7 +153,10 @@ def run(tmp: Path, arts: list[Article], block: int, pipeline: bool, threads: int
     service.close()
     store.close()
     bus.close()
-    return {"articles": done, "steps": steps, "stage": stage_s, "bare": bare_s, "stage_encoder": stage_encoder_s}
+    return {
+        "articles": done, "steps": steps, "stage": stage_s, "bare": bare_s, "unsplit": unsplit_s,
+        "stage_encoder": stage_encoder_s,
+    }
 
 
 def main() -> None:
@@ -150,7 +167,13 @@ def main() -> None:
         "--no-pipeline", action="store_true", help="enrich.embed.pipeline: false (encode, then cluster, in turn)"
     )
     ap.add_argument("--threads", type=int, default=None, help="enrich.embed.threads (default: every core)")
+    ap.add_argument("--no-split", action="store_true", help="enrich.embed.split: false (each batch encoded whole)")
+    ap.add_argument(
+        "--unsplit-too", action="store_true",
+        help="also time the model encoding each batch whole, as a second baseline (a second copy of the model)",
+    )
     args = ap.parse_args()
+    embed = {"pipeline": not args.no_pipeline, "threads": args.threads, "split": not args.no_split}
     arts = articles(args.limit)
     with tempfile.TemporaryDirectory(prefix="sw-enrich-paired-") as tmpdir:
         tmp = Path(tmpdir)
@@ -159,15 +182,19 @@ def main() -> None:
             handler = logging.getLogger().handlers[0]
             assert isinstance(handler, logging.StreamHandler)
             handler.setStream(log_file)
-            r = run(tmp, arts, args.block, not args.no_pipeline, args.threads)
+            r = run(tmp, arts, args.block, embed, args.unsplit_too)
             handler.setStream(sys.stderr)
     n, stage, bare_s, enc = r["articles"], r["stage"], r["bare"], r["stage_encoder"]
     print(f"{n:,} articles in {r['steps']:,} steps (micro-batches), pipeline {'off' if args.no_pipeline else 'on'}, "
-          f"encoder threads {args.threads or 'all'}")
+          f"split {'off' if args.no_split else 'on'}, encoder threads {args.threads or 'all'}")
     print(f"enrich stage (steps + final checkpoint): {stage:6.1f} s  {n / stage:6.1f} articles/s")
     print(f"bare encoder, same texts and batches:    {bare_s:6.1f} s  {n / bare_s:6.1f} articles/s")
     print(f"  the stage's encoder was busy {enc:.1f} s of it; not hidden behind it: {stage - enc:.1f} s")
     print(f"ratio, stage to bare encoder: {bare_s / stage:.3f}")
+    if args.unsplit_too:
+        unsplit_s = r["unsplit"]
+        print(f"bare encoder, each batch whole (split off): {unsplit_s:6.1f} s  {n / unsplit_s:6.1f} articles/s")
+        print(f"ratio, stage to that: {unsplit_s / stage:.3f}; bare encoder to that: {unsplit_s / bare_s:.3f}")
 
 
 if __name__ == "__main__":
