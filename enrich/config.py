@@ -40,8 +40,8 @@ class EmbedConfig(BaseModel):
     split: bool = True
     """Traced torch model on more than one thread: encode a batch as sub-batches side by
     side, one per thread, each on one core, rather than each matrix operation across all
-    of them (``enrich.embed.EncoderWorkers``). Faster, and it shares the cores with other
-    work better; the vectors differ from the unsplit ones only by rounding."""
+    of them (``enrich.embed.EncoderWorkers``). Faster; the vectors differ from the unsplit
+    ones only by rounding."""
 
 
 class ClusterConfig(BaseModel):

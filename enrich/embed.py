@@ -251,8 +251,9 @@ class EncoderWorkers:
     worker with one torch thread. Splitting every matrix operation across the cores
     instead, torch's default, makes each of the forward pass's hundreds of operations wait
     for its slowest thread, and a core that another thread is using makes every one of
-    them late. Measured here: the split encoder ran 11 to 16 % faster alone, and much
-    less slowly beside a clustering thread (``bench/replay-results.md``).
+    them late. Measured on a 2-core machine (``bench/bench_enrich_paired.py
+    --unsplit-too``): the split encoder ran 1.16 and 1.29 times as fast as the same model
+    encoding each batch whole, and the enrich stage about 1.24 times as fast.
 
     ``slots`` holds one permit per worker. A worker holds one while it runs a sub-batch,
     and a thread with CPU-bound work of its own (the enrich stage clustering a batch
