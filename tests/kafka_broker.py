@@ -127,10 +127,21 @@ class TansuBroker:
         except OSError:
             return "(no log)"
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and requests go unanswered."""
+        assert self._proc is not None, "the broker is not running"
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused broker run again (SIGCONT)."""
+        assert self._proc is not None, "the broker is not running"
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)  # a paused broker cannot act on SIGINT
         # Tansu exits at once on SIGINT but lingers about 5 s on SIGTERM.
         proc.send_signal(signal.SIGINT)
         try:
