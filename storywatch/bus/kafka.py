@@ -3,9 +3,11 @@
 The producer waits for every in-sync replica (``acks="all"``), retries transient
 failures, and is idempotent when the broker supports it (kafka-python 3 turns
 idempotence on by default and turns it off, with a warning, for brokers older than
-0.11), so a retry cannot write a message twice. Records are partitioned by the murmur2
-hash of their key, the same hash the Java client uses, so one story's events stay in
-order whichever client wrote them.
+0.11), so a retry cannot write a message twice. A producer that kafka-python leaves in
+a state it never recovers from (a fatal idempotence error, say after a broker lost its
+producer state) is replaced by a fresh one, see :class:`KafkaBusProducer`. Records are
+partitioned by the murmur2 hash of their key, the same hash the Java client uses, so one
+story's events stay in order whichever client wrote them.
 
 Consumers never auto-commit: :meth:`KafkaBusConsumer.commit` commits the position after
 the last record each partition returned from ``poll``. Every failure the broker reports
@@ -22,12 +24,14 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.producer.transaction_manager import TransactionState
 from kafka.structs import OffsetAndMetadata
 
 from storywatch.bus.base import Record
@@ -128,8 +132,16 @@ class KafkaBus:
         # delivery_timeout_ms bounds retries in time; kafka-python requires it to cover
         # one request plus the linger.
         opts["delivery_timeout_ms"] = max(120_000, self.settings.request_timeout_ms + 5)
-        client = self._connect("producer", lambda: KafkaProducer(**opts))
-        producer = KafkaBusProducer(client, self.servers, close_timeout_s=self.settings.request_timeout_ms / 1000)
+
+        def make() -> KafkaProducer:
+            client = self._connect("producer", lambda: KafkaProducer(**opts))
+            # A replacement (see KafkaBusProducer) skips the version probe, which would
+            # block for bootstrap_timeout_ms while the cluster is unreachable: it starts
+            # at once and connects in the background, like the client it replaces.
+            opts.setdefault("api_version", client.config["api_version"])
+            return client
+
+        producer = KafkaBusProducer(make, self.servers, close_timeout_s=self.settings.request_timeout_ms / 1000)
         self._producers.append(producer)
         return producer
 
@@ -234,21 +246,82 @@ class KafkaBus:
             self._admin.close()
 
 
+def unrecoverable(client: KafkaProducer) -> str | None:
+    """Why ``client`` will never deliver another message, or None while it still can.
+
+    kafka-python 3.0.12 has two dead ends from which no later send recovers:
+
+    - the transaction manager's fatal (or abortable) error state, which it never leaves:
+      its sender fails every new batch with the same error. An idempotent producer
+      lands there when the broker has forgotten its producer id (a broker that lost
+      its state, such as a restarted in-memory tansu) and refuses the epoch bump;
+    - an idempotent producer that reset its producer id after a batch it had sent
+      expired (an outage longer than ``delivery_timeout_ms``): it stays READY with no
+      id, never asks for a new one, and every later send waits forever.
+
+    Both are read from kafka-python's internal state (``_transaction_manager``,
+    ``_sender``), the only place that shows them; without it this answers None.
+    """
+    sender = getattr(client, "_sender", None)
+    if sender is not None and not sender.is_alive() and not getattr(client, "_closed", False):
+        return "the producer's I/O thread has stopped"
+    tm = getattr(client, "_transaction_manager", None)
+    if tm is None:
+        return None
+    if tm.has_error():
+        return f"the producer is in an error state it never leaves: {tm.last_error}"
+    if (
+        not tm.is_transactional()
+        and not tm.has_producer_id()
+        and getattr(tm, "_current_state", None) == TransactionState.READY
+    ):
+        return "the idempotent producer reset its producer id and will never ask for a new one"
+    return None
+
+
 class KafkaBusProducer:
     """Sends asynchronously; :meth:`flush` waits and reports any message the broker refused.
 
     The futures of every send since the last flush are kept, because kafka-python's own
     ``flush`` returns normally even when some sends failed.
+
+    A kafka-python producer that has reached a state it cannot leave (see
+    :func:`unrecoverable`) is replaced by a fresh one from ``factory``: otherwise the
+    stage could never publish again until restarted. Messages pending on the old client
+    are not lost silently: the flush that notices, or the next one, raises
+    :class:`BusError` for them, so that the caller does not commit their input and
+    publishes them again. Replacements are at least ``renew_backoff_s`` apart, doubling
+    up to ``renew_backoff_max_s`` while the fresh clients keep failing, so that a
+    broken cluster does not get a new producer on every attempt. Transient failures
+    (timeouts, an unreachable broker) never replace the client: kafka-python retries them.
     """
 
-    def __init__(self, producer: KafkaProducer, servers: str, *, close_timeout_s: float = 30.0):
-        self._producer = producer
+    def __init__(
+        self,
+        factory: Callable[[], KafkaProducer],
+        servers: str,
+        *,
+        close_timeout_s: float = 30.0,
+        renew_backoff_s: float = 1.0,
+        renew_backoff_max_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._factory = factory
+        self._producer = factory()
         self._servers = servers
         self._close_timeout_s = close_timeout_s
         self._pending: list[tuple[str, Any]] = []
         self._closed = False
+        self._renew_lock = threading.Lock()
+        self._renew_backoff_s = renew_backoff_s
+        self._renew_backoff_max_s = renew_backoff_max_s
+        self._renewed_at = float("-inf")
+        self._renewal_streak = 0  # replacements since the last flush that delivered something
+        self._clock = clock
+        self.renewals = 0  # clients replaced so far, for tests and diagnostics
 
     def publish(self, topic: str, key: str | None, value: bytes) -> None:
+        self._renew_if_unrecoverable()
         try:
             future = self._producer.send(topic, value=value, key=None if key is None else key.encode("utf-8"))
         except (KafkaError, ValueError) as exc:
@@ -260,19 +333,25 @@ class KafkaBusProducer:
         """Return once the broker has acknowledged every message published so far.
 
         On a timeout the messages stay pending (kafka-python keeps sending them) and the
-        next flush checks them again. Messages the broker refused are dropped: the caller
-        must not commit the input they came from, so that it is processed again.
+        next flush checks them again, unless the client turned out to be unrecoverable
+        and was replaced: then they are reported lost by this flush. Messages the broker
+        refused are dropped: the caller must not commit the input they came from, so
+        that it is processed again.
         """
         pending, self._pending = self._pending, []
         try:
             self._producer.flush(timeout=timeout)
         except KafkaTimeoutError as exc:
-            self._pending = [p for p in pending if not p[1].is_done] + self._pending
+            unacked = [p for p in pending if not p[1].is_done]
+            if not self._renew_if_unrecoverable():
+                self._pending = unacked + self._pending
             raise BusError(
-                f"Kafka at {self._servers} did not acknowledge {len(self._pending)} messages within {timeout:g}s"
+                f"Kafka at {self._servers} did not acknowledge {len(unacked)} messages within {timeout:g}s"
             ) from exc
         except KafkaError as exc:
+            self._renew_if_unrecoverable()
             raise BusError(f"flush to Kafka at {self._servers} failed: {exc}") from exc
+        self._renew_if_unrecoverable()
         failed = [(topic, fut) for topic, fut in pending if not fut.is_done or fut.failed()]
         if failed:
             topic, fut = failed[0]
@@ -281,6 +360,39 @@ class KafkaBusProducer:
                 f"{len(failed)} of {len(pending)} messages were not written to Kafka at {self._servers} "
                 f"(first: topic {topic!r}: {reason})"
             )
+        if pending:
+            self._renewal_streak = 0  # the current client works
+
+    def _renew_if_unrecoverable(self) -> bool:
+        """Replace the client if it can never deliver again and the backoff allows; True if replaced.
+
+        The old client is closed at once, which fails its pending futures: they stay in
+        ``_pending`` for the next flush to report, unless the caller reports them itself.
+        """
+        if self._closed:
+            return False
+        with self._renew_lock:
+            old = self._producer
+            reason = unrecoverable(old)
+            now = self._clock()
+            wait_s = min(self._renew_backoff_s * 2**self._renewal_streak, self._renew_backoff_max_s)
+            if reason is None or now < self._renewed_at + wait_s:
+                return False
+            self._renewed_at = now
+            self._renewal_streak += 1
+            fields = {"bootstrap_servers": self._servers, "error": reason, "pending": len(self._pending)}
+            try:
+                self._producer = self._factory()
+            except (BusError, KafkaError) as exc:
+                log.warning(
+                    "cannot replace an unrecoverable Kafka producer yet; will try again",
+                    extra=kv(**fields, replace_error=str(exc)),
+                )
+                return False
+            self.renewals += 1
+            log.warning("replaced an unrecoverable Kafka producer", extra=kv(**fields))
+        self._stop_client(old, timeout_s=0.0)
+        return True
 
     def close(self) -> None:
         if self._closed:
@@ -289,19 +401,20 @@ class KafkaBusProducer:
         try:
             self.flush(timeout=self._close_timeout_s)
         finally:
-            self._close_client()
+            self._stop_client(self._producer, timeout_s=self._close_timeout_s)
 
-    def _close_client(self) -> None:
+    def _stop_client(self, client: KafkaProducer, *, timeout_s: float) -> None:
         try:
-            self._producer.close(timeout=self._close_timeout_s)
+            client.close(timeout=timeout_s)
         except KafkaError:
             # kafka-python's close() stops half-way when its own flush times out, leaving
-            # the sender thread retrying a dead broker (and __del__ trying again). Stop it.
-            sender = getattr(self._producer, "_sender", None)
+            # the sender thread retrying a dead broker (and __del__ trying again). Stop it:
+            # a forced close fails every incomplete batch, so no future waits forever.
+            sender = getattr(client, "_sender", None)
             if sender is not None:
                 sender.force_close()
                 sender.join(self._close_timeout_s)
-            self._producer._closed = True
+            client._closed = True
 
 
 class _ForgetRevoked(ConsumerRebalanceListener):
