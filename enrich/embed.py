@@ -125,7 +125,18 @@ class SentenceTransformerEmbedder:
         self.traced = self.config.backend == "torch" and self.config.jit and _trace_forward(self.model)
         self.workers: EncoderWorkers | None = None
         if self.traced and self.config.split:
-            self.workers = _split_workers(self.model, self.config.threads)
+            self.workers = _split_workers(self.model, self.config.threads, self.config.batch_size)
+
+    def submit(self, texts: list[str]) -> Future[np.ndarray]:
+        """Start encoding ``texts`` and return at once (see :class:`BackgroundEmbedder`).
+
+        With :class:`EncoderWorkers` the texts go to the workers, where the sub-batches of
+        one call queue behind those of the last, so that no core waits for the last
+        sub-batch of a micro-batch; otherwise :meth:`encode` runs on the encoder thread.
+        """
+        if self.workers is not None and texts:
+            return self.workers.submit(texts)
+        return _ENCODER_THREAD.submit(self.encode, list(texts))
 
     def _load(self, path: str) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -162,11 +173,14 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         if self.workers is not None and len(texts) >= 2 * MIN_SPLIT:
-            return self.workers.encode(texts, self.config.batch_size)
-        out = self.model.encode(
-            texts, batch_size=self.config.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+            return self.workers.encode(texts)
+        # The workers may be encoding a batch handed over by submit() meanwhile: share
+        # their tokenizer lock.
+        with self.workers.tokenizer if self.workers is not None else nullcontext():
+            out = self.model.encode(
+                texts, batch_size=self.config.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(out, dtype=np.float32)
 
 
@@ -261,13 +275,14 @@ class EncoderWorkers:
     threads than the encoder has cores. A holder must not wait for an encode.
     """
 
-    def __init__(self, model: Any, n: int) -> None:
+    def __init__(self, model: Any, n: int, batch_size: int = 32) -> None:
         import torch
 
         self.model = model
         self.n = n
+        self.batch_size = batch_size
         self.slots = threading.BoundedSemaphore(n)
-        self._tokenizer = threading.Lock()  # a fast tokenizer must not be used by two threads at once
+        self.tokenizer = threading.Lock()  # a fast tokenizer must not be used by two threads at once
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="storywatch-encoder-worker", initializer=_one_thread)
         # Start every worker now. torch.set_num_threads(1) in each also sets the count that
         # torch gives threads it has not seen yet; set it back for the rest of the process.
@@ -280,33 +295,57 @@ class EncoderWorkers:
         """Let the worker threads end (they end with the process otherwise)."""
         self._pool.shutdown(wait=False)
 
-    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        """L2-normalised vectors of ``texts``, in order, encoded in sub-batches on the workers.
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised vectors of ``texts``, in order, encoded in sub-batches on the workers."""
+        return self.submit(texts).result()
+
+    def submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
+        """Start encoding ``texts`` and return at once; the future gives their vectors, in order.
 
         As in ``SentenceTransformer.encode``, the texts are sorted by length and taken
-        ``batch_size`` at a time, so that texts of like length are padded together.
+        ``batch_size`` at a time, so that texts of like length are padded together. The
+        sub-batches queue behind those of earlier calls: a worker that has finished its
+        part of one micro-batch goes on to the next one's while another worker is still
+        on its last sub-batch, rather than waiting for it.
         """
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         groups: list[list[int]] = []
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
             parts = max(1, min(2 * self.n, len(batch) // MIN_SPLIT))
             groups.extend(batch[j::parts] for j in range(parts))
+        result: Future[np.ndarray] = Future()
+        if not groups:
+            result.set_result(np.zeros((0, 0), dtype=np.float32))
+            return result
         futures = [self._pool.submit(self._encode_part, [texts[i] for i in g]) for g in groups]
-        out: np.ndarray | None = None
-        for g, fut in zip(groups, futures, strict=True):
-            vectors = fut.result()
-            if out is None:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[g] = vectors
-        assert out is not None
-        return out
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def settle(_: Future[np.ndarray]) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            try:
+                parts = [f.result() for f in futures]
+                out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+                for g, vectors in zip(groups, parts, strict=True):
+                    out[g] = vectors
+            except BaseException as exc:  # the model's error, for the caller of result()
+                result.set_exception(exc)
+            else:
+                result.set_result(out)
+
+        for f in futures:
+            f.add_done_callback(settle)
+        return result
 
     def _encode_part(self, texts: list[str]) -> np.ndarray:
         import torch
 
         with self.slots:
-            with self._tokenizer:
+            with self.tokenizer:
                 preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
                 features = preprocess(texts)
             with torch.inference_mode():
@@ -322,14 +361,14 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _split_workers(model: Any, threads: int | None) -> EncoderWorkers | None:
+def _split_workers(model: Any, threads: int | None, batch_size: int = 32) -> EncoderWorkers | None:
     """Workers for ``model`` if it has more than one core to use and they give its vectors."""
     import torch
 
     n = threads or torch.get_num_threads()
     if n < 2:
         return None
-    workers = EncoderWorkers(model, n)
+    workers = EncoderWorkers(model, n, batch_size)
     texts = list(_PROBES)
     expected = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     got = np.vstack([workers._encode_part([t]) for t in texts] + [workers._encode_part(texts)])
@@ -346,17 +385,20 @@ def cpu_slot(embedder: Embedder) -> AbstractContextManager[Any]:
     return workers.slots if isinstance(workers, EncoderWorkers) else nullcontext()
 
 
-# Every encode of the process, one at a time: the model already uses every core, and a
-# Hugging Face fast tokenizer must not be used by two threads at once.
+# Every background encode of a model without workers of its own, one at a time: the model
+# already uses every core, and a Hugging Face fast tokenizer must not be used by two
+# threads at once (EncoderWorkers tokenize under their own lock).
 _ENCODER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storywatch-encoder")
 
 
 class BackgroundEmbedder:
-    """An :class:`Embedder` whose calls run on the process's encoder thread, in order.
+    """An :class:`Embedder` whose calls run in the background, in order.
 
     :meth:`submit` returns at once, so that the caller can cluster one micro-batch while
     the next is being encoded; :meth:`encode` waits. Errors of the model come out of
-    ``Future.result()`` in the caller's thread.
+    ``Future.result()`` in the caller's thread. A model with a ``submit`` of its own
+    (:meth:`SentenceTransformerEmbedder.submit`) is handed the texts directly; any other
+    runs on the process's encoder thread, one call at a time.
     """
 
     def __init__(self, inner: Embedder) -> None:
@@ -368,6 +410,9 @@ class BackgroundEmbedder:
         return self.inner.dim
 
     def submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
+        own = getattr(self.inner, "submit", None)  # a model that encodes in the background itself
+        if own is not None:
+            return own(list(texts))  # type: ignore[no-any-return]
         return _ENCODER_THREAD.submit(self.inner.encode, list(texts))
 
     def encode(self, texts: list[str]) -> np.ndarray:

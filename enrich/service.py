@@ -6,9 +6,10 @@ assigns each to a story (:class:`enrich.cluster.StoryClusterer`), scores it agai
 watched topics (:class:`enrich.topics.TopicMatcher`) and derives the story events
 (:class:`enrich.events.StoryEvents`), which are published keyed by ``story_id``.
 
-Pipeline (``enrich.embed.pipeline``): every encode runs on the process's encoder thread
-(:class:`enrich.embed.BackgroundEmbedder`), and while a step clusters its batch, the next
-batch that the bus already holds is polled and encoded. Stories and events are the same
+Pipeline (``enrich.embed.pipeline``): every encode runs in the background
+(:class:`enrich.embed.BackgroundEmbedder`: on the encoder's worker threads, or on the
+process's encoder thread), and while a step clusters its batch, the next batch that the
+bus already holds is polled and encoded. Stories and events are the same
 either way; only the order of dead letters against story events may differ. A batch
 polled ahead is past the consumer's position, so it is processed before any snapshot
 and commit, and none is polled ahead of a batch that makes a snapshot due.
@@ -559,7 +560,7 @@ class EnrichService:
         return self._embedder
 
     def _background_encoder(self) -> BackgroundEmbedder:
-        """The model, called on the encoder thread: every encode of the stage goes through it."""
+        """The model, called in the background: every encode of the stage goes through it."""
         if self._background is None:
             self._background = BackgroundEmbedder(self._encoder())
         return self._background
