@@ -21,10 +21,14 @@ micro-batches), so that both see the same machine:
 4. The bare encoder (the same model object, ``encode`` and nothing else) embeds the
    block's texts in the same micro-batches: after the block on even blocks, before it on
    odd ones, so that neither side always goes first. That the stage embedded exactly
-   these batches is checked.
+   these batches is checked. It does so twice: one batch after another, each call
+   waiting for its vectors, and with all of the block's batches queued at once
+   (``bare_queued``), the encoder's best on these texts. The stage hands the encoder
+   its next batch while it clusters this one, so it may beat the first; the second
+   is the stricter baseline.
 
-Printed: the stage's time (its steps and the final checkpoint), the bare encoder's time,
-the ratio of their rates (the issue's goal: at least 0.9), how long the stage's encoder
+Printed: the stage's time (its steps and the final checkpoint), the bare encoder's two
+times, the ratios of their rates (the issue's goal: at least 0.9), how long the stage's encoder
 was busy, and the rest: the stage's own work that the encoding did not hide. Model load
 is outside both.
 
@@ -44,6 +48,7 @@ import logging
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_enrich_stage import articles  # noqa: E402
 from bench.bench_replay import TOPICS  # noqa: E402
 from bench.common import write_config  # noqa: E402
-from enrich.embed import Embedder, article_text, make_embedder  # noqa: E402
+from enrich.embed import BackgroundEmbedder, Embedder, article_text, make_embedder  # noqa: E402
 from enrich.service import EnrichService, embed_config  # noqa: E402
 from storywatch.bus.embedded import EmbeddedBus  # noqa: E402
 from storywatch.clock import SystemClock  # noqa: E402
@@ -67,12 +72,16 @@ from storywatch.store import make_store  # noqa: E402
 
 
 class TimedEmbedder:
-    """The model as the stage sees it: records what each call embeds and how long it took."""
+    """The model as the stage sees it: records what each call embeds, and when it started and ended.
+
+    Calls may overlap (``submit``: a micro-batch queues behind the last one), so the time the
+    encoder was busy is the union of the calls' spans (:func:`busy`).
+    """
 
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.workers = getattr(inner, "workers", None)  # the cores the stage shares with the encoder
-        self.calls: list[tuple[list[str], float]] = []
+        self.calls: list[list[Any]] = []  # [texts, started, ended]
 
     @property
     def dim(self) -> int:
@@ -81,14 +90,45 @@ class TimedEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         t0 = time.perf_counter()
         out = self.inner.encode(texts)
-        self.calls.append((list(texts), time.perf_counter() - t0))
+        self.calls.append([list(texts), t0, time.perf_counter()])
         return out
+
+    def submit(self, texts: list[str]) -> Future[np.ndarray]:
+        call = [list(texts), time.perf_counter(), None]
+        self.calls.append(call)
+        future: Future[np.ndarray] = BackgroundEmbedder(self.inner).submit(texts)
+        future.add_done_callback(lambda _: call.__setitem__(2, time.perf_counter()))
+        return future
+
+
+def busy(calls: list[list[Any]]) -> float:
+    """Seconds covered by at least one call's span."""
+    total, reach = 0.0, float("-inf")
+    for _, start, end in sorted(calls, key=lambda c: c[1]):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def bare(model: Embedder, batches: list[list[str]]) -> float:
     t0 = time.perf_counter()
     for texts in batches:
         model.encode(texts)
+    return time.perf_counter() - t0
+
+
+def bare_queued(model: Embedder, batches: list[list[str]]) -> float:
+    """The bare encoder at its best on these batches: all of them handed over at once.
+
+    Each call of :func:`bare` waits for the batch's last sub-batch while a core may sit
+    idle; queued, a worker goes on to the next batch. The stage, which hands over the next
+    batch while it clusters this one, can beat :func:`bare` but not this.
+    """
+    background = BackgroundEmbedder(model)
+    t0 = time.perf_counter()
+    for future in [background.submit(texts) for texts in batches]:
+        future.result()
     return time.perf_counter() - t0
 
 
@@ -114,7 +154,7 @@ def run(
     timed.calls.clear()
     texts = [article_text(a.title, a.summary, ecfg.lead_chars) for a in arts]
     size = ecfg.batch_size
-    stage_s = bare_s = unsplit_s = stage_encoder_s = 0.0
+    stage_s = bare_s = queued_s = unsplit_s = stage_encoder_s = 0.0
     done = steps = 0
     for n, start in enumerate(range(0, len(arts), block)):
         # The block goes on the bus untimed; the stage's pipeline empties at its end.
@@ -126,6 +166,7 @@ def run(
         before = n % 2 == 1
         if before:
             bare_s += bare(model, batches)
+            queued_s += bare_queued(model, batches)
             if unsplit is not None:
                 unsplit_s += bare(unsplit, batches)
         t0 = time.perf_counter()
@@ -137,15 +178,16 @@ def run(
             handled += took
             steps += 1
         stage_s += time.perf_counter() - t0
-        embedded = [t for t, _ in timed.calls]
+        embedded = [c[0] for c in timed.calls]
         if embedded != batches:
             raise RuntimeError(f"block {n}: the stage embedded other texts or batches than the block's")
         if not before:
             if unsplit is not None:
                 unsplit_s += bare(unsplit, batches)
+            queued_s += bare_queued(model, batches)
             bare_s += bare(model, batches)
         done += handled
-        stage_encoder_s += sum(s for _, s in timed.calls)
+        stage_encoder_s += busy(timed.calls)
         timed.calls.clear()
     t0 = time.perf_counter()
     service.checkpoint()  # what the last steps left unsaved, as drain and close do
@@ -154,7 +196,7 @@ def run(
     store.close()
     bus.close()
     return {
-        "articles": done, "steps": steps, "stage": stage_s, "bare": bare_s, "unsplit": unsplit_s,
+        "articles": done, "steps": steps, "stage": stage_s, "bare": bare_s, "queued": queued_s, "unsplit": unsplit_s,
         "stage_encoder": stage_encoder_s,
     }
 
@@ -191,6 +233,9 @@ def main() -> None:
     print(f"bare encoder, same texts and batches:    {bare_s:6.1f} s  {n / bare_s:6.1f} articles/s")
     print(f"  the stage's encoder was busy {enc:.1f} s of it; not hidden behind it: {stage - enc:.1f} s")
     print(f"ratio, stage to bare encoder: {bare_s / stage:.3f}")
+    queued = r["queued"]
+    print(f"bare encoder, each block's batches queued at once: {queued:6.1f} s  {n / queued:6.1f} articles/s")
+    print(f"ratio, stage to that: {queued / stage:.3f}")
     if args.unsplit_too:
         unsplit_s = r["unsplit"]
         print(f"bare encoder, each batch whole (split off): {unsplit_s:6.1f} s  {n / unsplit_s:6.1f} articles/s")
