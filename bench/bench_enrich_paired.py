@@ -80,7 +80,6 @@ class TimedEmbedder:
 
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
-        self.workers = getattr(inner, "workers", None)  # the cores the stage shares with the encoder
         self.calls: list[list[Any]] = []  # [texts, started, ended]
 
     @property

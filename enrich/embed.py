@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -269,10 +269,13 @@ class EncoderWorkers:
     --unsplit-too``): the split encoder ran 1.16 and 1.29 times as fast as the same model
     encoding each batch whole, and the enrich stage about 1.24 times as fast.
 
-    ``slots`` holds one permit per worker. A worker holds one while it runs a sub-batch,
-    and a thread with CPU-bound work of its own (the enrich stage clustering a batch
-    while the next is encoded) takes one too, so that the process keeps no more busy
-    threads than the encoder has cores. A holder must not wait for an encode.
+    The enrich stage clusters one batch while the workers encode the next ones; it does
+    not reserve a core for that. At stop 18 it took one of ``n`` CPU slots, which the
+    workers shared, so that the process kept no more busy threads than cores. Once
+    each batch's sub-batches queued behind the last one's (:meth:`submit`), the stage
+    ran faster without the slot in two of three paired runs (0.893, 0.903, 0.855 of the
+    queued bare encoder's rate, against 0.849, 0.843, 0.870): waiting for a slot held
+    up the stage's loop, which hands the encoder its next batch.
     """
 
     def __init__(self, model: Any, n: int, batch_size: int = 32) -> None:
@@ -281,7 +284,6 @@ class EncoderWorkers:
         self.model = model
         self.n = n
         self.batch_size = batch_size
-        self.slots = threading.BoundedSemaphore(n)
         self.tokenizer = threading.Lock()  # a fast tokenizer must not be used by two threads at once
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="storywatch-encoder-worker", initializer=_one_thread)
         # Start every worker now. torch.set_num_threads(1) in each also sets the count that
@@ -344,14 +346,13 @@ class EncoderWorkers:
     def _encode_part(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        with self.slots:
-            with self.tokenizer:
-                preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
-                features = preprocess(texts)
-            with torch.inference_mode():
-                vectors = self.model.forward(features)["sentence_embedding"]
-                vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
-            return np.asarray(vectors.numpy(), dtype=np.float32)
+        with self.tokenizer:
+            preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
+            features = preprocess(texts)
+        with torch.inference_mode():
+            vectors = self.model.forward(features)["sentence_embedding"]
+            vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
+        return np.asarray(vectors.numpy(), dtype=np.float32)
 
 
 def _one_thread() -> None:
@@ -379,12 +380,6 @@ def _split_workers(model: Any, threads: int | None, batch_size: int = 32) -> Enc
     return workers
 
 
-def cpu_slot(embedder: Embedder) -> AbstractContextManager[Any]:
-    """One of the encoder's cores for CPU-bound work beside it (see :class:`EncoderWorkers`)."""
-    workers = getattr(embedder, "workers", None)
-    return workers.slots if isinstance(workers, EncoderWorkers) else nullcontext()
-
-
 # Every background encode of a model without workers of its own, one at a time: the model
 # already uses every core, and a Hugging Face fast tokenizer must not be used by two
 # threads at once (EncoderWorkers tokenize under their own lock).
@@ -403,7 +398,6 @@ class BackgroundEmbedder:
 
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
-        self.workers = getattr(inner, "workers", None)
 
     @property
     def dim(self) -> int:

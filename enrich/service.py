@@ -67,7 +67,7 @@ from pydantic import ValidationError
 
 from enrich.cluster import ClusterInput, StoryClusterer
 from enrich.config import ClusterConfig, EmbedConfig
-from enrich.embed import BackgroundEmbedder, Embedder, article_text, cpu_slot, make_embedder
+from enrich.embed import BackgroundEmbedder, Embedder, article_text, make_embedder
 from enrich.events import ArticleInfo, StoryEvents
 from enrich.maplog import MapLog
 from enrich.packing import unpack_floats
@@ -712,11 +712,9 @@ class EnrichService:
             encoded = embedder.encode([article_text(todo[i][1].title, todo[i][1].summary, lead) for i in missing])
             for i, vec in zip(missing, encoded, strict=True):
                 todo[i] = (todo[i][0], todo[i][1], vec)
-        # One store transaction for the batch's story documents, taken after the slow encode,
-        # on one of the encoder's cores (the next batch is being encoded on the others).
+        # One store transaction for the batch's story documents, taken after the slow encode.
         try:
-            with cpu_slot(embedder):
-                self._process_in_transaction(producer, matcher, clusterer, todo)
+            self._process_in_transaction(producer, matcher, clusterer, todo)
         except BaseException:
             self._story_docs.clear()  # what they hold may not have been written
             self._unwritten.clear()

@@ -19,7 +19,6 @@ from enrich.embed import (
     EncoderWorkers,
     SentenceTransformerEmbedder,
     _split_workers,
-    cpu_slot,
 )
 from tests.enrich.test_encoder_thread import TEXTS
 
@@ -54,30 +53,6 @@ def test_each_worker_runs_one_torch_thread_and_the_process_default_is_kept(embed
     assert {n for _, n in seen} == {1}
     with ThreadPoolExecutor(1) as fresh:  # a thread torch has not seen gets the process default
         assert fresh.submit(torch.get_num_threads).result() == before >= 2
-
-
-def test_a_holder_of_a_cpu_slot_leaves_the_encoder_the_other_cores(embedder: Embedder) -> None:
-    assert isinstance(embedder, SentenceTransformerEmbedder)
-    workers = embedder.workers
-    if workers is None:
-        pytest.skip("one core: the encoder does not split batches")
-    background = BackgroundEmbedder(embedder)
-    with cpu_slot(background):  # as the enrich stage holds one while it clusters
-        vectors = background.submit(TEXTS).result(timeout=120)
-    assert vectors.shape == (len(TEXTS), embedder.dim)
-    assert workers.slots.acquire(blocking=False)  # every slot was given back
-    workers.slots.release()
-
-
-def test_an_embedder_without_workers_gives_no_slot() -> None:
-    class Plain:
-        dim = 2
-
-        def encode(self, texts: list[str]) -> np.ndarray:
-            return np.ones((len(texts), 2), dtype=np.float32)
-
-    with cpu_slot(BackgroundEmbedder(Plain())) as slot:
-        assert slot is None
 
 
 class SizeDependent:
@@ -145,7 +120,7 @@ def test_the_next_batch_starts_on_a_worker_that_has_finished_its_part_of_this_on
         workers.close()
 
 
-def test_a_failing_sub_batch_fails_its_call_only_and_gives_its_slot_back() -> None:
+def test_a_failing_sub_batch_fails_its_call_only() -> None:
     model = Gated()
     model.gate.set()
     workers = EncoderWorkers(model, 2, batch_size=32)
@@ -156,8 +131,7 @@ def test_a_failing_sub_batch_fails_its_call_only_and_gives_its_slot_back() -> No
             failing.result(timeout=60)
         np.testing.assert_allclose(fine.result(timeout=60), expected(["5", "6"]), atol=1e-6)
         assert workers.submit([]).result(timeout=1).shape[0] == 0
-        for _ in range(2):  # every slot was given back
-            assert workers.slots.acquire(blocking=False)
+        assert workers.encode(["7"]).shape == (1, 2)  # the workers carry on
     finally:
         workers.close()
 
