@@ -22,8 +22,9 @@ class EmbedSettings(Section):
     """CPU threads of the encoder; None = every core. Give each of several embed workers
     on one host its share (two workers on two cores: 1 each), or they contend."""
     pipeline: bool = True
-    """Encode the next micro-batch (on a thread of its own) while this one is clustered and
-    published. The stories are the same either way; False does one thing at a time."""
+    """Encode the next micro-batch (in the background, on the encoder's own threads) while
+    this one is clustered and published. The stories are the same either way; False does
+    one thing at a time."""
     split: bool = True
     """Torch backend on more than one core: encode a micro-batch as sub-batches side by side,
     one core each, rather than each matrix operation across all cores. The stage ran about
